@@ -1,0 +1,243 @@
+//! Cluster configuration, validated on construction.
+
+use crate::ids::{ClientId, ReplicaId};
+use bft_crypto::PublicKey;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+/// Upper bound on what a signed frame adds around its payload: header varints, the payload's
+/// length prefix and the 64-byte signature.
+pub const FRAME_OVERHEAD_BYTES: usize = 96;
+
+/// Upper bound on what a pre-prepare adds around its requests: the frame overhead plus view,
+/// sequence number, digest and the list's length.
+pub const PRE_PREPARE_OVERHEAD_BYTES: usize = FRAME_OVERHEAD_BYTES + 64;
+
+/// Upper bound on the per-request bytes a pre-prepare adds (each request's length prefix).
+pub const PER_REQUEST_OVERHEAD_BYTES: usize = 5;
+
+/// Everything the replicas and clients of one cluster must agree on.
+///
+/// Build it, then call [`ClusterConfig::validate`] (replicas, clients and verifiers call it
+/// themselves on construction and refuse an invalid one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterConfig {
+    /// Distinguishes this cluster's signatures from any other's.
+    pub cluster_id: u64,
+    /// The number of faulty replicas tolerated. `replicas.len()` must be `3f + 1`.
+    pub f: usize,
+    /// Replica public keys; replica `i` is `ReplicaId(i)`.
+    pub replicas: Vec<PublicKey>,
+    /// Admitted clients and their public keys. Requests from any other key are rejected.
+    pub clients: BTreeMap<ClientId, PublicKey>,
+    /// Bounds on what peers and clients can make a replica hold.
+    pub limits: Limits,
+    /// Timeouts.
+    pub timing: Timing,
+}
+
+/// Bounds on sizes, batches and the sequence window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest frame accepted from the network, checked before anything is decoded.
+    pub max_message_bytes: usize,
+    /// Largest operation a client may submit.
+    pub max_operation_bytes: usize,
+    /// Most requests in one batch (one pre-prepare).
+    pub max_batch_requests: usize,
+    /// Most request bytes (encoded request frames) in one batch.
+    pub max_batch_bytes: usize,
+    /// The window `L`: sequence numbers accepted lie in `(h, h + L]`, where `h` is the low
+    /// watermark (PBFT section 4.2).
+    pub window: u64,
+    /// Most batches the primary keeps in flight (proposed, not yet executed) at once. New
+    /// batches form while earlier ones are in flight, so the primary never idles under load.
+    pub max_in_flight_batches: u64,
+}
+
+/// Timeouts, as durations of the time the driver passes in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    /// How long a client waits for f+1 matching replies before it retransmits its request to
+    /// every replica.
+    pub client_retransmit: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_message_bytes: 4 << 20,
+            max_operation_bytes: 64 << 10,
+            max_batch_requests: 256,
+            max_batch_bytes: 1 << 20,
+            window: 256,
+            max_in_flight_batches: 8,
+        }
+    }
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing {
+            client_retransmit: Duration::from_millis(500),
+        }
+    }
+}
+
+/// A configuration value that is wrong, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid configuration: `{field}`: {reason}")]
+pub struct ConfigError {
+    /// The field at fault, as named in [`ClusterConfig`].
+    pub field: &'static str,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+fn invalid(field: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError {
+        field,
+        reason: reason.into(),
+    }
+}
+
+impl ClusterConfig {
+    /// A configuration with default limits and timing.
+    pub fn new(
+        cluster_id: u64,
+        f: usize,
+        replicas: Vec<PublicKey>,
+        clients: BTreeMap<ClientId, PublicKey>,
+    ) -> Self {
+        ClusterConfig {
+            cluster_id,
+            f,
+            replicas,
+            clients,
+            limits: Limits::default(),
+            timing: Timing::default(),
+        }
+    }
+
+    /// The number of replicas, n.
+    pub fn n(&self) -> usize {
+        self.replicas.len()
+    }
+
+    /// The quorum size, 2f+1.
+    pub fn quorum(&self) -> usize {
+        2 * self.f + 1
+    }
+
+    /// The public key of replica `id`, if it is a member.
+    pub fn replica_key(&self, id: ReplicaId) -> Option<&PublicKey> {
+        self.replicas.get(id.0 as usize)
+    }
+
+    /// All replica ids.
+    pub fn replica_ids(&self) -> impl Iterator<Item = ReplicaId> + '_ {
+        (0..self.replicas.len() as u32).map(ReplicaId)
+    }
+
+    /// Checks every field and names the first one that is wrong.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.f == 0 {
+            return Err(invalid(
+                "f",
+                "must be at least 1 (a BFT cluster tolerates at least one fault)",
+            ));
+        }
+        let n = self
+            .f
+            .checked_mul(3)
+            .and_then(|x| x.checked_add(1))
+            .ok_or_else(|| invalid("f", "too large"))?;
+        if self.replicas.len() != n {
+            return Err(invalid(
+                "replicas",
+                format!(
+                    "f = {} needs exactly 3f+1 = {n} replicas, got {}",
+                    self.f,
+                    self.replicas.len()
+                ),
+            ));
+        }
+        if self.replicas.len() > u32::MAX as usize {
+            return Err(invalid("replicas", "too many replicas"));
+        }
+        let mut seen = BTreeSet::new();
+        for (i, key) in self.replicas.iter().enumerate() {
+            key.check_strong()
+                .map_err(|e| invalid("replicas", format!("key of replica {i} is unusable: {e}")))?;
+            if !seen.insert(*key) {
+                return Err(invalid(
+                    "replicas",
+                    format!("key of replica {i} is used twice"),
+                ));
+            }
+        }
+        for (id, key) in &self.clients {
+            key.check_strong()
+                .map_err(|e| invalid("clients", format!("key of client {id} is unusable: {e}")))?;
+            if !seen.insert(*key) {
+                return Err(invalid(
+                    "clients",
+                    format!("key of client {id} is also used by another member or client"),
+                ));
+            }
+        }
+        self.limits.validate()?;
+        if self.timing.client_retransmit.is_zero() {
+            return Err(invalid("timing.client_retransmit", "must be positive"));
+        }
+        Ok(())
+    }
+}
+
+impl Limits {
+    /// The largest encoded request frame a client can produce under these limits: the operation,
+    /// its length prefix and the timestamp (at most 10 bytes each), and the frame overhead.
+    pub fn max_request_frame_bytes(&self) -> usize {
+        self.max_operation_bytes + FRAME_OVERHEAD_BYTES + 20
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_operation_bytes == 0 {
+            return Err(invalid("limits.max_operation_bytes", "must be positive"));
+        }
+        if self.max_batch_requests == 0 {
+            return Err(invalid("limits.max_batch_requests", "must be positive"));
+        }
+        if self.max_batch_bytes < self.max_request_frame_bytes() {
+            return Err(invalid(
+                "limits.max_batch_bytes",
+                format!(
+                    "must hold at least one largest request ({} bytes with max_operation_bytes = {})",
+                    self.max_request_frame_bytes(),
+                    self.max_operation_bytes
+                ),
+            ));
+        }
+        let largest_pre_prepare = self.max_batch_bytes
+            + self.max_batch_requests * PER_REQUEST_OVERHEAD_BYTES
+            + PRE_PREPARE_OVERHEAD_BYTES;
+        if self.max_message_bytes < largest_pre_prepare {
+            return Err(invalid(
+                "limits.max_message_bytes",
+                format!(
+                    "must hold the largest pre-prepare the batch limits allow ({largest_pre_prepare} bytes)"
+                ),
+            ));
+        }
+        if self.window < 2 {
+            return Err(invalid("limits.window", "must be at least 2"));
+        }
+        if self.max_in_flight_batches == 0 || self.max_in_flight_batches > self.window {
+            return Err(invalid(
+                "limits.max_in_flight_batches",
+                format!("must be between 1 and the window ({})", self.window),
+            ));
+        }
+        Ok(())
+    }
+}

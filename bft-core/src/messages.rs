@@ -1,0 +1,185 @@
+//! One Rust type per protocol message (PBFT section 4.2).
+//!
+//! These are the payloads of signed frames (see [`crate::codec`]); who sent a message and for
+//! which cluster is in the frame header, which the signature covers too.
+
+use crate::codec::{self, Header};
+use crate::ids::{ClientId, Principal, SeqNum, View};
+use crate::verify::Verified;
+use bft_crypto::{Digest, DigestBuilder, KeyPair};
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+/// The kind of a protocol message; part of every frame header and every signature.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum MessageKind {
+    /// A client's request.
+    Request,
+    /// The primary's ordering proposal.
+    PrePrepare,
+    /// A backup's agreement with a pre-prepare.
+    Prepare,
+    /// A replica's vote to commit a prepared batch.
+    Commit,
+    /// A replica's reply to a client.
+    Reply,
+}
+
+impl MessageKind {
+    /// The byte that signatures cover for this kind. Never reuse a value.
+    pub fn code(self) -> u8 {
+        match self {
+            MessageKind::Request => 1,
+            MessageKind::PrePrepare => 2,
+            MessageKind::Prepare => 3,
+            MessageKind::Commit => 4,
+            MessageKind::Reply => 5,
+        }
+    }
+
+    /// Whether a principal in this role may send this kind of message.
+    pub fn allowed_from(self, sender: Principal) -> bool {
+        match self {
+            MessageKind::Request => matches!(sender, Principal::Client(_)),
+            _ => matches!(sender, Principal::Replica(_)),
+        }
+    }
+}
+
+/// A message type that travels as the payload of a signed frame.
+pub trait WireMessage: Serialize {
+    /// Its kind.
+    const KIND: MessageKind;
+
+    /// Encodes and signs this message as a frame from `sender` in cluster `cluster`.
+    fn sign(&self, key: &KeyPair, cluster: u64, sender: Principal) -> Bytes {
+        let payload = codec::encode(self);
+        codec::sign_frame(
+            key,
+            Header {
+                cluster,
+                kind: Self::KIND,
+                sender,
+            },
+            &payload,
+        )
+    }
+}
+
+/// `<REQUEST, o, t, c>`: operation `o` with timestamp `t`, signed by client `c` (the frame's
+/// sender). Timestamps of one client increase; they give exactly-once semantics.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    /// The client's timestamp, strictly increasing per client.
+    pub timestamp: u64,
+    /// The operation for the service.
+    #[serde(with = "serde_bytes")]
+    pub operation: Vec<u8>,
+}
+
+impl WireMessage for Request {
+    const KIND: MessageKind = MessageKind::Request;
+}
+
+/// `<PRE-PREPARE, v, n, d>` with the batch it orders, as it travels: the requests are the
+/// clients' signed frames, byte for byte, so every backup checks each client's signature.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrePreparePayload {
+    /// The view.
+    pub view: View,
+    /// The sequence number assigned to the batch.
+    pub seq: SeqNum,
+    /// The batch digest ([`batch_digest`] of the requests' digests).
+    pub digest: Digest,
+    /// The client request frames, in execution order.
+    pub requests: Vec<serde_bytes::ByteBuf>,
+}
+
+impl WireMessage for PrePreparePayload {
+    const KIND: MessageKind = MessageKind::PrePrepare;
+}
+
+/// A pre-prepare after verification: every embedded request is a verified client request and the
+/// digest has been recomputed from them.
+#[derive(Debug, Clone)]
+pub struct PrePrepare {
+    /// The view.
+    pub view: View,
+    /// The sequence number.
+    pub seq: SeqNum,
+    /// The batch digest, checked against the requests.
+    pub digest: Digest,
+    /// The verified requests, in execution order.
+    pub requests: Arc<[Verified<Request>]>,
+}
+
+/// `<PREPARE, v, n, d, i>`: backup `i` (the frame's sender) accepted the pre-prepare.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Prepare {
+    /// The view.
+    pub view: View,
+    /// The sequence number.
+    pub seq: SeqNum,
+    /// The batch digest.
+    pub digest: Digest,
+}
+
+impl WireMessage for Prepare {
+    const KIND: MessageKind = MessageKind::Prepare;
+}
+
+/// `<COMMIT, v, n, d, i>`: replica `i` (the frame's sender) has the batch prepared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Commit {
+    /// The view.
+    pub view: View,
+    /// The sequence number.
+    pub seq: SeqNum,
+    /// The batch digest.
+    pub digest: Digest,
+}
+
+impl WireMessage for Commit {
+    const KIND: MessageKind = MessageKind::Commit;
+}
+
+/// `<REPLY, v, t, c, i, r>`: replica `i` (the frame's sender) executed client `c`'s request with
+/// timestamp `t` in view `v`, with outcome `r`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reply {
+    /// The replica's current view, which tells the client who the primary is.
+    pub view: View,
+    /// The client the reply is for (so a reply cannot be replayed to another client).
+    pub client: ClientId,
+    /// The request's timestamp.
+    pub timestamp: u64,
+    /// What executing the request produced.
+    pub outcome: Outcome,
+}
+
+impl WireMessage for Reply {
+    const KIND: MessageKind = MessageKind::Reply;
+}
+
+/// The outcome of executing one request, identical on every correct replica.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// The service returned these bytes.
+    Ok(#[serde(with = "serde_bytes")] Vec<u8>),
+    /// The service panicked while executing the request. The panic was contained; every correct
+    /// replica records this same outcome, and the service state is whatever the (deterministic)
+    /// operation left before it panicked.
+    ServicePanicked,
+}
+
+/// The digest a pre-prepare carries for a batch: SHA-256 over a label, the request count and each
+/// request's digest (the digest of its signed bytes).
+pub fn batch_digest(request_digests: impl ExactSizeIterator<Item = Digest>) -> Digest {
+    let mut builder = DigestBuilder::new(b"bft-rs batch v1");
+    builder.update(&(request_digests.len() as u64).to_le_bytes());
+    for digest in request_digests {
+        builder.update(digest.as_bytes());
+    }
+    builder.finish()
+}

@@ -1,0 +1,76 @@
+//! Execution in sequence order, replies, and the last-reply cache (PBFT sections 4.1 and 4.2).
+
+use super::normal_case::client_of;
+use super::{Actions, Destination, Executed, Outgoing, Replica};
+use crate::ids::SeqNum;
+use crate::messages::{Reply, Request};
+use crate::service::{ExecuteContext, Service, execute_contained};
+use crate::verify::Verified;
+
+impl<S: Service> Replica<S> {
+    /// Executes committed batches strictly in sequence order: batch n runs only after every batch
+    /// below n has run.
+    pub(super) fn execute_committed(&mut self, actions: &mut Actions) {
+        loop {
+            let seq = self.last_executed.next();
+            let Some(slot) = self.log.get(seq) else { break };
+            if !slot.committed {
+                break;
+            }
+            let requests = slot
+                .pre_prepare
+                .as_ref()
+                .expect("committed implies a pre-prepare")
+                .message()
+                .requests
+                .clone();
+            for request in requests.iter() {
+                self.execute_request(seq, request, actions);
+            }
+            self.last_executed = seq;
+            self.metrics.batches_executed += 1;
+        }
+    }
+
+    /// Executes one request unless its client already has a newer or equal timestamp executed
+    /// (a Byzantine primary may order a request twice; it still runs once). Signs the reply,
+    /// caches it, and sends it.
+    fn execute_request(&mut self, seq: SeqNum, request: &Verified<Request>, actions: &mut Actions) {
+        let client = client_of(request);
+        let timestamp = request.message().timestamp;
+        if timestamp <= self.clients.last_executed(client) {
+            return;
+        }
+        let context = ExecuteContext {
+            client,
+            timestamp,
+            seq,
+        };
+        let outcome = execute_contained(&mut self.service, &context, &request.message().operation);
+        let reply = Reply {
+            view: self.view,
+            client,
+            timestamp,
+            outcome: outcome.clone(),
+        };
+        let (frame, _) = self.sign(&reply);
+        let record = self.clients.entry(client);
+        record.last_executed = timestamp;
+        record.last_reply = Some(frame.clone());
+        if record.in_progress <= timestamp {
+            record.in_progress = 0;
+        }
+        self.metrics.requests_executed += 1;
+        actions.send(Outgoing {
+            to: Destination::Client(client),
+            frame,
+        });
+        actions.executed.push(Executed {
+            seq,
+            client,
+            timestamp,
+            request: request.digest(),
+            outcome,
+        });
+    }
+}

@@ -1,0 +1,87 @@
+//! The message log: one slot per sequence number inside the window (PBFT section 4.2).
+
+use crate::ids::{ReplicaId, SeqNum};
+use crate::messages::{Commit, PrePrepare, Prepare};
+use crate::verify::Verified;
+use bft_crypto::Digest;
+use std::collections::BTreeMap;
+
+/// What the replica holds for one sequence number in the current view. At most one pre-prepare,
+/// one prepare and one commit per replica: a slot never holds more than `2n + 1` messages.
+#[derive(Debug, Default)]
+pub(crate) struct Slot {
+    /// The accepted pre-prepare (the primary's own, on the primary).
+    pub(crate) pre_prepare: Option<Verified<PrePrepare>>,
+    /// Prepares by sender (this replica's own included, on a backup).
+    pub(crate) prepares: BTreeMap<ReplicaId, Verified<Prepare>>,
+    /// Commits by sender (this replica's own included).
+    pub(crate) commits: BTreeMap<ReplicaId, Verified<Commit>>,
+    /// Whether this replica has sent its commit.
+    pub(crate) commit_sent: bool,
+    /// Whether the batch is committed-local here (prepared plus 2f+1 matching commits).
+    pub(crate) committed: bool,
+}
+
+impl Slot {
+    /// The digest of the accepted pre-prepare.
+    pub(crate) fn digest(&self) -> Option<Digest> {
+        self.pre_prepare.as_ref().map(|p| p.message().digest)
+    }
+
+    /// prepared(m, v, n, i): the pre-prepare plus 2f prepares from distinct backups that match it
+    /// (PBFT section 4.2). Prepares are keyed by sender, so each counts once.
+    pub(crate) fn is_prepared(&self, f: usize) -> bool {
+        let Some(digest) = self.digest() else {
+            return false;
+        };
+        self.prepares
+            .values()
+            .filter(|p| p.message().digest == digest)
+            .count()
+            >= 2 * f
+    }
+
+    /// committed-local(m, v, n, i): prepared plus 2f+1 matching commits from distinct replicas.
+    pub(crate) fn is_committed_local(&self, f: usize) -> bool {
+        let Some(digest) = self.digest() else {
+            return false;
+        };
+        self.is_prepared(f)
+            && self
+                .commits
+                .values()
+                .filter(|c| c.message().digest == digest)
+                .count()
+                > 2 * f
+    }
+}
+
+/// Slots by sequence number. Slots exist only for sequence numbers in `(h, h + L]`, so the log
+/// holds at most `L` slots.
+#[derive(Debug, Default)]
+pub(crate) struct Log {
+    slots: BTreeMap<SeqNum, Slot>,
+}
+
+impl Log {
+    pub(crate) fn get(&self, seq: SeqNum) -> Option<&Slot> {
+        self.slots.get(&seq)
+    }
+
+    pub(crate) fn get_mut(&mut self, seq: SeqNum) -> Option<&mut Slot> {
+        self.slots.get_mut(&seq)
+    }
+
+    /// The slot for `seq`, created if absent. Callers check the window first.
+    pub(crate) fn slot(&mut self, seq: SeqNum) -> &mut Slot {
+        self.slots.entry(seq).or_default()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    pub(crate) fn slots(&self) -> impl Iterator<Item = (&SeqNum, &Slot)> {
+        self.slots.iter()
+    }
+}

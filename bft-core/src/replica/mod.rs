@@ -1,0 +1,310 @@
+//! The sans-IO replica.
+//!
+//! The replica is split by protocol section: [`normal_case`](self) (pre-prepare, prepare,
+//! commit; PBFT section 4.2), client requests and exactly-once bookkeeping (section 4.1), and
+//! execution. View change, checkpoints and state transfer come in their own files.
+
+mod actions;
+mod execution;
+mod log;
+mod normal_case;
+mod rejection;
+mod requests;
+
+pub use actions::{
+    Actions, Destination, Executed, MemoryStorage, Outgoing, Rejected, SignedRecord, Storage,
+};
+pub use rejection::Rejection;
+
+use crate::codec::{FrameRef, Header};
+use crate::config::{ClusterConfig, ConfigError};
+use crate::ids::{Principal, ReplicaId, SeqNum, Time, View};
+use crate::messages::WireMessage;
+use crate::service::Service;
+use crate::verify::{Verified, VerifiedMessage};
+use bft_crypto::{Digest, KeyPair, sha256};
+use bytes::Bytes;
+use log::Log;
+use requests::{ClientTable, RequestQueue};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// An input to [`Replica::step`].
+#[derive(Debug, Clone)]
+pub enum Input {
+    /// A message that passed [`crate::Verifier`]: a client request or a replica's message.
+    Message(VerifiedMessage),
+    /// The deadline from [`Replica::poll_timeout`] has passed (spurious ticks are harmless).
+    Tick,
+}
+
+/// Counters a driver can export.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Metrics {
+    /// Refused messages, by reason.
+    pub rejected: BTreeMap<&'static str, u64>,
+    /// Batches this replica proposed as primary.
+    pub batches_proposed: u64,
+    /// Batches executed.
+    pub batches_executed: u64,
+    /// Requests executed (duplicates inside batches are skipped, not counted).
+    pub requests_executed: u64,
+    /// Retransmitted requests answered from the last-reply cache.
+    pub replies_from_cache: u64,
+}
+
+/// A summary of what the replica holds, for tests and monitoring. Two equal statuses around a
+/// step, with no effects, mean the step changed nothing observable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    /// This replica.
+    pub id: ReplicaId,
+    /// The current view.
+    pub view: View,
+    /// The low watermark h.
+    pub low_watermark: SeqNum,
+    /// The last sequence number executed.
+    pub last_executed: SeqNum,
+    /// The last sequence number assigned (meaningful on the primary).
+    pub last_assigned: SeqNum,
+    /// Slots in the log.
+    pub log_slots: usize,
+    /// Pre-prepares held.
+    pub pre_prepares_held: usize,
+    /// Prepares held, over all slots.
+    pub prepares_held: usize,
+    /// Commits held, over all slots.
+    pub commits_held: usize,
+    /// Requests queued at the primary.
+    pub queued_requests: usize,
+    /// Clients with a record (last timestamp and reply).
+    pub client_records: usize,
+    /// Digest of the service state.
+    pub service_digest: Digest,
+}
+
+/// A PBFT replica: a plain struct stepped with the current time and one input at a time.
+pub struct Replica<S: Service> {
+    config: Arc<ClusterConfig>,
+    id: ReplicaId,
+    key: KeyPair,
+    service: S,
+    view: View,
+    /// h: the sequence number of the last stable checkpoint.
+    low_watermark: SeqNum,
+    last_executed: SeqNum,
+    /// The last sequence number this replica assigned as primary.
+    last_assigned: SeqNum,
+    log: Log,
+    clients: ClientTable,
+    queue: RequestQueue,
+    metrics: Metrics,
+    now: Time,
+}
+
+impl<S: Service> Replica<S> {
+    /// Creates replica `id` of the cluster `config`, holding its key pair and its service.
+    pub fn new(
+        config: Arc<ClusterConfig>,
+        id: ReplicaId,
+        key: KeyPair,
+        service: S,
+    ) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let expected = config.replica_key(id).ok_or_else(|| ConfigError {
+            field: "id",
+            reason: format!("replica {id} is not in a cluster of {}", config.n()),
+        })?;
+        if *expected != key.public() {
+            return Err(ConfigError {
+                field: "key",
+                reason: format!("key pair does not match the configured key of replica {id}"),
+            });
+        }
+        Ok(Replica {
+            config,
+            id,
+            key,
+            service,
+            view: View(0),
+            low_watermark: SeqNum(0),
+            last_executed: SeqNum(0),
+            last_assigned: SeqNum(0),
+            log: Log::default(),
+            clients: ClientTable::default(),
+            queue: RequestQueue::default(),
+            metrics: Metrics::default(),
+            now: Time::ZERO,
+        })
+    }
+
+    /// Processes one input at time `now` and returns what to persist, then send.
+    pub fn step(&mut self, now: Time, input: Input) -> Actions {
+        debug_assert!(
+            now >= self.now,
+            "time went backwards: {now:?} < {:?}",
+            self.now
+        );
+        self.now = self.now.max(now);
+        let mut actions = Actions::default();
+        match input {
+            Input::Message(message) => self.on_message(message, &mut actions),
+            Input::Tick => {}
+        }
+        self.propose_batches(&mut actions);
+        self.execute_committed(&mut actions);
+        // Execution frees room in the pipeline: propose again.
+        self.propose_batches(&mut actions);
+        #[cfg(debug_assertions)]
+        self.check_invariants();
+        actions
+    }
+
+    /// The next time the replica needs a [`Input::Tick`], if any. The normal case has no timers;
+    /// view change adds them.
+    pub fn poll_timeout(&self) -> Option<Time> {
+        None
+    }
+
+    /// This replica's id.
+    pub fn id(&self) -> ReplicaId {
+        self.id
+    }
+
+    /// The current view.
+    pub fn view(&self) -> View {
+        self.view
+    }
+
+    /// Whether this replica is the primary of its current view.
+    pub fn is_primary(&self) -> bool {
+        self.view.primary(self.config.n()) == self.id
+    }
+
+    /// The service (read-only).
+    pub fn service(&self) -> &S {
+        &self.service
+    }
+
+    /// Counters.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// A summary of what the replica holds.
+    pub fn status(&self) -> Status {
+        let slots = || self.log.slots().map(|(_, slot)| slot);
+        Status {
+            id: self.id,
+            view: self.view,
+            low_watermark: self.low_watermark,
+            last_executed: self.last_executed,
+            last_assigned: self.last_assigned,
+            log_slots: self.log.len(),
+            pre_prepares_held: slots().filter(|s| s.pre_prepare.is_some()).count(),
+            prepares_held: slots().map(|s| s.prepares.len()).sum(),
+            commits_held: slots().map(|s| s.commits.len()).sum(),
+            queued_requests: self.queue.len(),
+            client_records: self.clients.records.len(),
+            service_digest: self.service.state_digest(),
+        }
+    }
+
+    fn on_message(&mut self, message: VerifiedMessage, actions: &mut Actions) {
+        let from = message.sender();
+        let kind = message.kind();
+        let result = match message {
+            VerifiedMessage::Request(request) => self.on_request(request, actions),
+            VerifiedMessage::PrePrepare(m) => self.on_pre_prepare(m, actions),
+            VerifiedMessage::Prepare(m) => self.on_prepare(m, actions),
+            VerifiedMessage::Commit(m) => self.on_commit(m, actions),
+            VerifiedMessage::Reply(_) => Err(Rejection::NotForReplicas),
+        };
+        if let Err(reason) = result {
+            *self
+                .metrics
+                .rejected
+                .entry(rejection_label(&reason))
+                .or_default() += 1;
+            actions.rejected.push(Rejected { from, kind, reason });
+        }
+    }
+
+    /// Signs a message of this replica's; returns the frame and its digest.
+    fn sign<M: WireMessage>(&self, message: &M) -> (Bytes, Digest) {
+        let payload = crate::codec::encode(message);
+        let header = Header {
+            cluster: self.config.cluster_id,
+            kind: M::KIND,
+            sender: Principal::Replica(self.id),
+        };
+        let signed = header.domain().signed_bytes(&payload);
+        let signature = self.key.sign_raw(&signed);
+        let frame = FrameRef {
+            header,
+            payload: &payload,
+            signature,
+        }
+        .encode();
+        (frame, sha256(&signed))
+    }
+
+    /// The high watermark H = h + L.
+    fn high_watermark(&self) -> SeqNum {
+        SeqNum(self.low_watermark.0 + self.config.limits.window)
+    }
+
+    fn in_window(&self, seq: SeqNum) -> Result<(), Rejection> {
+        if seq > self.low_watermark && seq <= self.high_watermark() {
+            Ok(())
+        } else {
+            Err(Rejection::OutsideWindow {
+                seq,
+                low: self.low_watermark,
+                high: self.high_watermark(),
+            })
+        }
+    }
+
+    #[cfg(debug_assertions)]
+    fn check_invariants(&self) {
+        let n = self.config.n();
+        assert!(self.log.len() as u64 <= self.config.limits.window);
+        for (seq, slot) in self.log.slots() {
+            assert!(*seq > self.low_watermark && *seq <= self.high_watermark());
+            assert!(slot.prepares.len() <= n && slot.commits.len() <= n);
+            assert!(!slot.committed || slot.is_committed_local(self.config.f));
+        }
+        assert!(self.queue.len() <= self.config.clients.len());
+        assert!(self.clients.records.len() <= self.config.clients.len());
+        assert!(self.last_executed >= self.low_watermark);
+        if self.is_primary() {
+            assert!(self.last_assigned >= self.last_executed);
+            assert!(
+                self.last_assigned.0 - self.last_executed.0
+                    <= self.config.limits.max_in_flight_batches
+            );
+        }
+    }
+}
+
+fn rejection_label(reason: &Rejection) -> &'static str {
+    match reason {
+        Rejection::WrongView { .. } => "wrong_view",
+        Rejection::OutsideWindow { .. } => "outside_window",
+        Rejection::NotFromPrimary { .. } => "not_from_primary",
+        Rejection::PrepareFromPrimary => "prepare_from_primary",
+        Rejection::FromSelf => "from_self",
+        Rejection::ConflictingPrePrepare => "conflicting_pre_prepare",
+        Rejection::ConflictingVote => "conflicting_vote",
+        Rejection::DigestMismatch => "digest_mismatch",
+        Rejection::Duplicate => "duplicate",
+        Rejection::StaleRequest { .. } => "stale_request",
+        Rejection::NotForReplicas => "not_for_replicas",
+    }
+}
+
+/// The replica's own messages enter its log as verified messages without a round trip.
+fn own<M>(id: ReplicaId, message: M, frame: Bytes, digest: Digest) -> Verified<M> {
+    Verified::new(Principal::Replica(id), message, frame, digest)
+}

@@ -1,0 +1,318 @@
+//! The normal case: requests, pre-prepare, prepare, commit (PBFT section 4.2; batching and the
+//! pipeline follow TOCS 2002 section 5.1).
+
+use super::{Actions, Destination, Outgoing, Rejection, Replica, SignedRecord, own};
+use crate::ids::{ClientId, Principal, ReplicaId, SeqNum};
+use crate::messages::{
+    Commit, MessageKind, PrePrepare, PrePreparePayload, Prepare, Request, batch_digest,
+};
+use crate::service::Service;
+use crate::verify::Verified;
+use std::sync::Arc;
+
+impl<S: Service> Replica<S> {
+    /// A client request (section 4.1): re-send the cached reply for the last executed timestamp,
+    /// ignore older ones, and otherwise queue it (primary) or relay it to the primary (backup).
+    pub(super) fn on_request(
+        &mut self,
+        request: Verified<Request>,
+        actions: &mut Actions,
+    ) -> Result<(), Rejection> {
+        let Principal::Client(client) = request.sender() else {
+            unreachable!("the verifier admits requests from clients only")
+        };
+        let timestamp = request.message().timestamp;
+        let record = self.clients.get(client).cloned().unwrap_or_default();
+        if timestamp <= record.last_executed {
+            return match (&record.last_reply, timestamp == record.last_executed) {
+                (Some(reply), true) => {
+                    self.metrics.replies_from_cache += 1;
+                    actions.send(Outgoing {
+                        to: Destination::Client(client),
+                        frame: reply.clone(),
+                    });
+                    Ok(())
+                }
+                _ => Err(Rejection::StaleRequest {
+                    timestamp,
+                    last: record.last_executed,
+                }),
+            };
+        }
+        if timestamp <= record.in_progress {
+            return Err(Rejection::Duplicate);
+        }
+        if self.is_primary() {
+            if self
+                .queue
+                .queued_timestamp(client)
+                .is_some_and(|queued| queued >= timestamp)
+            {
+                return Err(Rejection::Duplicate);
+            }
+            self.queue.push(client, request);
+        } else {
+            // Relay once per timestamp; the client's retransmissions reach the primary directly.
+            self.clients.entry(client).in_progress = timestamp;
+            let primary = self.view.primary(self.config.n());
+            actions.send(Outgoing {
+                to: Destination::Replica(primary),
+                frame: request.frame().clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The primary assigns sequence numbers to batches of queued requests while the window and
+    /// the in-flight bound allow: batches form while earlier ones are in flight, so under load the
+    /// primary never waits idle, and without load a request is proposed at once.
+    pub(super) fn propose_batches(&mut self, actions: &mut Actions) {
+        if !self.is_primary() {
+            return;
+        }
+        let limits = self.config.limits;
+        while !self.queue.is_empty()
+            && self.last_assigned.0 - self.last_executed.0 < limits.max_in_flight_batches
+            && self.last_assigned < self.high_watermark()
+        {
+            let mut requests = Vec::new();
+            let mut bytes = 0;
+            while requests.len() < limits.max_batch_requests
+                && self
+                    .queue
+                    .front_len()
+                    .is_some_and(|len| bytes + len <= limits.max_batch_bytes)
+            {
+                let request = self.queue.pop().expect("front exists");
+                let client = client_of(&request);
+                if request.message().timestamp <= self.clients.last_executed(client) {
+                    continue; // executed meanwhile
+                }
+                bytes += request.frame().len();
+                self.clients.entry(client).in_progress = request.message().timestamp;
+                requests.push(request);
+            }
+            if requests.is_empty() {
+                continue;
+            }
+            let seq = self.last_assigned.next();
+            let digest = batch_digest(requests.iter().map(|r| r.digest()));
+            let payload = PrePreparePayload {
+                view: self.view,
+                seq,
+                digest,
+                requests: requests
+                    .iter()
+                    .map(|r| serde_bytes::ByteBuf::from(r.frame().to_vec()))
+                    .collect(),
+            };
+            let (frame, message_digest) = self.sign(&payload);
+            let pre_prepare = PrePrepare {
+                view: self.view,
+                seq,
+                digest,
+                requests: Arc::from(requests),
+            };
+            self.log.slot(seq).pre_prepare =
+                Some(own(self.id, pre_prepare, frame.clone(), message_digest));
+            self.last_assigned = seq;
+            self.metrics.batches_proposed += 1;
+            actions.sign_and_send(
+                Some(SignedRecord {
+                    kind: MessageKind::PrePrepare,
+                    view: self.view,
+                    seq,
+                    digest,
+                    frame: frame.clone(),
+                }),
+                Outgoing {
+                    to: Destination::OtherReplicas,
+                    frame,
+                },
+            );
+        }
+    }
+
+    /// A backup accepts a pre-prepare if it is signed by the primary of its view (checked by the
+    /// verifier and here), it is in the current view, its sequence number is in the window, and no
+    /// different pre-prepare was accepted for that view and sequence number; it then multicasts a
+    /// prepare (section 4.2).
+    pub(super) fn on_pre_prepare(
+        &mut self,
+        message: Verified<PrePrepare>,
+        actions: &mut Actions,
+    ) -> Result<(), Rejection> {
+        let sender = self.replica_sender(message.sender())?;
+        let pre_prepare = message.message();
+        let (view, seq, digest) = (pre_prepare.view, pre_prepare.seq, pre_prepare.digest);
+        let primary = view.primary(self.config.n());
+        if sender != primary {
+            return Err(Rejection::NotFromPrimary { sender, primary });
+        }
+        self.check_view(view)?;
+        self.in_window(seq)?;
+        let slot = self.log.slot(seq);
+        if let Some(accepted) = slot.digest() {
+            return Err(if accepted == digest {
+                Rejection::Duplicate
+            } else {
+                Rejection::ConflictingPrePrepare
+            });
+        }
+        // Votes that arrived before the pre-prepare and disagree with it can never count.
+        slot.prepares.retain(|_, p| p.message().digest == digest);
+        slot.commits.retain(|_, c| c.message().digest == digest);
+        slot.pre_prepare = Some(message);
+        let prepare = Prepare { view, seq, digest };
+        let (frame, message_digest) = self.sign(&prepare);
+        self.log.slot(seq).prepares.insert(
+            self.id,
+            own(self.id, prepare, frame.clone(), message_digest),
+        );
+        actions.sign_and_send(
+            Some(SignedRecord {
+                kind: MessageKind::Prepare,
+                view,
+                seq,
+                digest,
+                frame: frame.clone(),
+            }),
+            Outgoing {
+                to: Destination::OtherReplicas,
+                frame,
+            },
+        );
+        self.advance(seq, actions);
+        Ok(())
+    }
+
+    /// A prepare from a backup, in the current view and window, at most one per sender and
+    /// (view, sequence number); one that disagrees with the accepted pre-prepare is refused
+    /// (section 4.2).
+    pub(super) fn on_prepare(
+        &mut self,
+        message: Verified<Prepare>,
+        actions: &mut Actions,
+    ) -> Result<(), Rejection> {
+        let sender = self.replica_sender(message.sender())?;
+        let Prepare { view, seq, digest } = *message.message();
+        if sender == view.primary(self.config.n()) {
+            return Err(Rejection::PrepareFromPrimary);
+        }
+        self.check_view(view)?;
+        self.in_window(seq)?;
+        let slot = self.log.slot(seq);
+        check_vote(
+            slot.digest(),
+            slot.prepares.get(&sender).map(|p| p.message().digest),
+            digest,
+        )?;
+        slot.prepares.insert(sender, message);
+        self.advance(seq, actions);
+        Ok(())
+    }
+
+    /// A commit from any replica, in the current view and window, at most one per sender and
+    /// (view, sequence number) (section 4.2).
+    pub(super) fn on_commit(
+        &mut self,
+        message: Verified<Commit>,
+        actions: &mut Actions,
+    ) -> Result<(), Rejection> {
+        let sender = self.replica_sender(message.sender())?;
+        let Commit { view, seq, digest } = *message.message();
+        self.check_view(view)?;
+        self.in_window(seq)?;
+        let slot = self.log.slot(seq);
+        check_vote(
+            slot.digest(),
+            slot.commits.get(&sender).map(|c| c.message().digest),
+            digest,
+        )?;
+        slot.commits.insert(sender, message);
+        self.advance(seq, actions);
+        Ok(())
+    }
+
+    /// Moves a slot forward: once prepared, multicast a commit; once committed-local, mark it
+    /// for execution (execution happens in sequence order after the step's input).
+    fn advance(&mut self, seq: SeqNum, actions: &mut Actions) {
+        let f = self.config.f;
+        let view = self.view;
+        let Some(slot) = self.log.get_mut(seq) else {
+            return;
+        };
+        if !slot.commit_sent && slot.is_prepared(f) {
+            let digest = slot.digest().expect("prepared implies a pre-prepare");
+            slot.commit_sent = true;
+            let commit = Commit { view, seq, digest };
+            let (frame, message_digest) = self.sign(&commit);
+            let slot = self.log.get_mut(seq).expect("slot exists");
+            slot.commits
+                .insert(self.id, own(self.id, commit, frame.clone(), message_digest));
+            actions.sign_and_send(
+                Some(SignedRecord {
+                    kind: MessageKind::Commit,
+                    view,
+                    seq,
+                    digest,
+                    frame: frame.clone(),
+                }),
+                Outgoing {
+                    to: Destination::OtherReplicas,
+                    frame,
+                },
+            );
+        }
+        let slot = self.log.get_mut(seq).expect("slot exists");
+        if !slot.committed && slot.is_committed_local(f) {
+            slot.committed = true;
+        }
+    }
+
+    fn replica_sender(&self, sender: Principal) -> Result<ReplicaId, Rejection> {
+        match sender {
+            Principal::Replica(id) if id == self.id => Err(Rejection::FromSelf),
+            Principal::Replica(id) => Ok(id),
+            Principal::Client(_) => {
+                unreachable!("the verifier admits replica messages from replicas only")
+            }
+        }
+    }
+
+    fn check_view(&self, view: crate::ids::View) -> Result<(), Rejection> {
+        if view == self.view {
+            Ok(())
+        } else {
+            Err(Rejection::WrongView {
+                got: view,
+                current: self.view,
+            })
+        }
+    }
+}
+
+/// A vote (prepare or commit) is refused if the sender already voted (identically: duplicate;
+/// differently: conflicting), or if it disagrees with the accepted pre-prepare.
+fn check_vote(
+    accepted: Option<bft_crypto::Digest>,
+    previous: Option<bft_crypto::Digest>,
+    digest: bft_crypto::Digest,
+) -> Result<(), Rejection> {
+    match previous {
+        Some(previous) if previous == digest => return Err(Rejection::Duplicate),
+        Some(_) => return Err(Rejection::ConflictingVote),
+        None => {}
+    }
+    match accepted {
+        Some(accepted) if accepted != digest => Err(Rejection::DigestMismatch),
+        _ => Ok(()),
+    }
+}
+
+pub(super) fn client_of(request: &Verified<Request>) -> ClientId {
+    match request.sender() {
+        Principal::Client(client) => client,
+        Principal::Replica(_) => unreachable!("the verifier admits requests from clients only"),
+    }
+}

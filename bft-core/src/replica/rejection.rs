@@ -1,0 +1,64 @@
+//! Why a replica refused a verified message. Every refusal leaves the replica's state unchanged.
+
+use crate::ids::{ReplicaId, SeqNum, View};
+
+/// The reason a verified message was refused by protocol logic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, thiserror::Error)]
+pub enum Rejection {
+    /// The message is for a view other than the replica's current view.
+    #[error("message for {got:?}, replica is in {current:?}")]
+    WrongView {
+        /// The message's view.
+        got: View,
+        /// The replica's view.
+        current: View,
+    },
+    /// The sequence number lies outside the window `(h, h + L]` (PBFT section 4.2).
+    #[error("sequence number {seq:?} outside the window ({low:?}, {high:?}]")]
+    OutsideWindow {
+        /// The message's sequence number.
+        seq: SeqNum,
+        /// The low watermark h.
+        low: SeqNum,
+        /// The high watermark h + L.
+        high: SeqNum,
+    },
+    /// A pre-prepare not sent by the primary of its view.
+    #[error("pre-prepare from {sender:?}, primary is {primary:?}")]
+    NotFromPrimary {
+        /// The sender.
+        sender: ReplicaId,
+        /// The primary of the message's view.
+        primary: ReplicaId,
+    },
+    /// A prepare sent by the primary (its pre-prepare stands for its prepare).
+    #[error("prepare from the primary")]
+    PrepareFromPrimary,
+    /// A message claiming to come from this replica (its own messages never come back in).
+    #[error("message from this replica itself")]
+    FromSelf,
+    /// A second, different pre-prepare for a (view, sequence number) that already has one: the
+    /// primary equivocated.
+    #[error("conflicting pre-prepare for an assigned sequence number")]
+    ConflictingPrePrepare,
+    /// A second, different prepare or commit from one replica for one (view, sequence number).
+    #[error("conflicting vote from the same replica")]
+    ConflictingVote,
+    /// A prepare or commit whose digest differs from the accepted pre-prepare's.
+    #[error("digest does not match the accepted pre-prepare")]
+    DigestMismatch,
+    /// A message identical to one already held.
+    #[error("duplicate message")]
+    Duplicate,
+    /// A client request older than the client's last executed one.
+    #[error("request timestamp {timestamp} older than the last executed {last}")]
+    StaleRequest {
+        /// The request's timestamp.
+        timestamp: u64,
+        /// The client's last executed timestamp.
+        last: u64,
+    },
+    /// A message kind replicas do not accept (replies are for clients).
+    #[error("message kind not accepted by replicas")]
+    NotForReplicas,
+}

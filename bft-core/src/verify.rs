@@ -1,0 +1,458 @@
+//! Turning untrusted bytes into verified messages: a pure function of the frame and the
+//! configuration, which a driver may run on any thread and in batches.
+//!
+//! Only this module constructs [`Verified`] values from the network, and the replica's input type
+//! accepts nothing else, so protocol logic never sees unauthenticated input. The checks, in
+//! order: size limit, frame decoding, cluster id, sender membership and role, signature over the
+//! exact received bytes, then payload decoding and the message's own limits. A pre-prepare's
+//! embedded client requests get the same checks, and its batch digest is recomputed.
+
+use crate::codec::{self, DecodeError, Header};
+use crate::config::{ClusterConfig, ConfigError};
+use crate::ids::{Principal, ReplicaId};
+use crate::messages::{
+    Commit, MessageKind, PrePrepare, PrePreparePayload, Prepare, Reply, Request, batch_digest,
+};
+use bft_crypto::{BatchVerifier, Digest, PublicKey, Signature, sha256, verify_raw};
+use bytes::Bytes;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// A message whose frame decoded, whose sender is a configured member or admitted client allowed
+/// to send its kind, and whose signature verified. Only [`Verifier`] (and the replica, for its own
+/// messages) can make one.
+#[derive(Debug, Clone)]
+pub struct Verified<T> {
+    sender: Principal,
+    message: T,
+    frame: Bytes,
+    digest: Digest,
+}
+
+impl<T> Verified<T> {
+    pub(crate) fn new(sender: Principal, message: T, frame: Bytes, digest: Digest) -> Self {
+        Verified {
+            sender,
+            message,
+            frame,
+            digest,
+        }
+    }
+
+    /// The authenticated sender.
+    pub fn sender(&self) -> Principal {
+        self.sender
+    }
+
+    /// The decoded message.
+    pub fn message(&self) -> &T {
+        &self.message
+    }
+
+    /// The frame exactly as received (to relay or store it).
+    pub fn frame(&self) -> &Bytes {
+        &self.frame
+    }
+
+    /// SHA-256 of the signed bytes (domain header and payload): identifies the message.
+    pub fn digest(&self) -> Digest {
+        self.digest
+    }
+}
+
+/// Any verified protocol message.
+#[derive(Debug, Clone)]
+pub enum VerifiedMessage {
+    /// A client request.
+    Request(Verified<Request>),
+    /// A pre-prepare with its verified batch.
+    PrePrepare(Verified<PrePrepare>),
+    /// A prepare.
+    Prepare(Verified<Prepare>),
+    /// A commit.
+    Commit(Verified<Commit>),
+    /// A reply (for clients).
+    Reply(Verified<Reply>),
+}
+
+impl VerifiedMessage {
+    /// The authenticated sender.
+    pub fn sender(&self) -> Principal {
+        match self {
+            VerifiedMessage::Request(m) => m.sender(),
+            VerifiedMessage::PrePrepare(m) => m.sender(),
+            VerifiedMessage::Prepare(m) => m.sender(),
+            VerifiedMessage::Commit(m) => m.sender(),
+            VerifiedMessage::Reply(m) => m.sender(),
+        }
+    }
+
+    /// The message kind.
+    pub fn kind(&self) -> MessageKind {
+        match self {
+            VerifiedMessage::Request(_) => MessageKind::Request,
+            VerifiedMessage::PrePrepare(_) => MessageKind::PrePrepare,
+            VerifiedMessage::Prepare(_) => MessageKind::Prepare,
+            VerifiedMessage::Commit(_) => MessageKind::Commit,
+            VerifiedMessage::Reply(_) => MessageKind::Reply,
+        }
+    }
+
+    /// The frame as received.
+    pub fn frame(&self) -> &Bytes {
+        match self {
+            VerifiedMessage::Request(m) => m.frame(),
+            VerifiedMessage::PrePrepare(m) => m.frame(),
+            VerifiedMessage::Prepare(m) => m.frame(),
+            VerifiedMessage::Commit(m) => m.frame(),
+            VerifiedMessage::Reply(m) => m.frame(),
+        }
+    }
+}
+
+/// Why a frame was rejected before reaching protocol logic.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VerifyError {
+    /// The frame or its payload could not be decoded, or is over the size limit.
+    #[error("undecodable frame: {0}")]
+    Decode(#[from] DecodeError),
+    /// The frame belongs to another cluster.
+    #[error("frame for cluster {got}, this is cluster {expected}")]
+    WrongCluster {
+        /// This cluster's id.
+        expected: u64,
+        /// The frame's cluster id.
+        got: u64,
+    },
+    /// The sender is not a configured replica or an admitted client.
+    #[error("sender {0} is not a member or admitted client")]
+    UnknownSender(Principal),
+    /// The sender's role may not send this kind of message (a client sending a commit, say).
+    #[error("{sender} may not send {kind:?}")]
+    WrongRole {
+        /// The message kind.
+        kind: MessageKind,
+        /// The sender.
+        sender: Principal,
+    },
+    /// The signature does not verify under the sender's configured key.
+    #[error("bad signature from {0}")]
+    BadSignature(Principal),
+    /// A request's operation exceeds `limits.max_operation_bytes`.
+    #[error("operation of {len} bytes exceeds the limit of {max}")]
+    OperationTooLarge {
+        /// Operation length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A pre-prepare exceeds `limits.max_batch_requests` or `limits.max_batch_bytes`.
+    #[error("batch of {requests} requests and {bytes} bytes exceeds the limits")]
+    BatchTooLarge {
+        /// Requests in the batch.
+        requests: usize,
+        /// Request bytes in the batch.
+        bytes: usize,
+    },
+    /// A pre-prepare's digest does not match its requests.
+    #[error("pre-prepare digest does not match its batch")]
+    BatchDigestMismatch,
+    /// A request embedded in a pre-prepare is invalid.
+    #[error("embedded request {index} rejected: {error}")]
+    EmbeddedRequest {
+        /// Position in the batch.
+        index: usize,
+        /// Why it was rejected.
+        error: Box<VerifyError>,
+    },
+}
+
+/// A frame that passed the header checks and waits for its signature check.
+struct Parsed {
+    frame: Bytes,
+    header: Header,
+    payload_offset: usize,
+    key: PublicKey,
+    signed: Vec<u8>,
+    signature: Signature,
+}
+
+impl Parsed {
+    fn payload(&self) -> &[u8] {
+        &self.signed[self.payload_offset..]
+    }
+}
+
+/// Verifies frames for one cluster configuration.
+#[derive(Debug, Clone)]
+pub struct Verifier {
+    config: Arc<ClusterConfig>,
+}
+
+/// Whether signatures are checked one by one or as one batch (same results either way).
+#[derive(Clone, Copy)]
+enum Mode {
+    Single,
+    Batch,
+}
+
+impl Verifier {
+    /// A verifier for `config`, which must be valid.
+    pub fn new(config: Arc<ClusterConfig>) -> Result<Self, ConfigError> {
+        config.validate()?;
+        Ok(Verifier { config })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Arc<ClusterConfig> {
+        &self.config
+    }
+
+    /// Verifies one frame.
+    pub fn verify(&self, frame: Bytes) -> Result<VerifiedMessage, VerifyError> {
+        self.verify_all(vec![frame], Mode::Single)
+            .pop()
+            .expect("one result per frame")
+    }
+
+    /// Verifies many frames with batched signature checks, returning one result per frame in
+    /// order. Accepts and rejects exactly what [`Verifier::verify`] does.
+    pub fn verify_batch(&self, frames: Vec<Bytes>) -> Vec<Result<VerifiedMessage, VerifyError>> {
+        self.verify_all(frames, Mode::Batch)
+    }
+
+    fn verify_all(
+        &self,
+        frames: Vec<Bytes>,
+        mode: Mode,
+    ) -> Vec<Result<VerifiedMessage, VerifyError>> {
+        let max = self.config.limits.max_message_bytes;
+        let parsed: Vec<Result<Parsed, VerifyError>> = frames
+            .into_iter()
+            .map(|frame| self.parse(frame, max))
+            .collect();
+        let checked = check_signatures(parsed, mode);
+        // Decode payloads; pre-prepares yield nested request frames that need their own checks.
+        let mut results: Vec<Option<Result<VerifiedMessage, VerifyError>>> =
+            Vec::with_capacity(checked.len());
+        // Requests nested in pre-prepares: which frame owns each, and its parse result.
+        let mut nested_owner: Vec<usize> = Vec::new();
+        let mut nested: Vec<Result<Parsed, VerifyError>> = Vec::new();
+        let mut pre_prepares = Vec::new();
+        for (index, item) in checked.into_iter().enumerate() {
+            match item.and_then(|parsed| self.decode_payload(parsed)) {
+                Ok(Decoded::Done(message)) => results.push(Some(Ok(message))),
+                Ok(Decoded::PrePrepare(parsed, mut payload)) => {
+                    let limit = self.config.limits.max_request_frame_bytes();
+                    for bytes in std::mem::take(&mut payload.requests) {
+                        nested_owner.push(index);
+                        nested.push(self.parse(Bytes::from(bytes.into_vec()), limit));
+                    }
+                    pre_prepares.push((index, parsed, payload));
+                    results.push(None);
+                }
+                Err(error) => results.push(Some(Err(error))),
+            }
+        }
+        let mut requests_by_owner: BTreeMap<usize, Vec<Result<Verified<Request>, VerifyError>>> =
+            BTreeMap::new();
+        for (owner, item) in nested_owner.into_iter().zip(check_signatures(nested, mode)) {
+            let request = item.and_then(|parsed| self.decode_request(parsed));
+            requests_by_owner.entry(owner).or_default().push(request);
+        }
+        for (index, parsed, payload) in pre_prepares {
+            let requests = requests_by_owner.remove(&index).unwrap_or_default();
+            results[index] = Some(finish_pre_prepare(parsed, payload, requests));
+        }
+        results
+            .into_iter()
+            .map(|r| r.expect("every result is set"))
+            .collect()
+    }
+
+    /// Header checks and key lookup; builds the signed bytes.
+    fn parse(&self, frame: Bytes, max_len: usize) -> Result<Parsed, VerifyError> {
+        let decoded = codec::decode_frame(&frame, max_len)?;
+        let header = decoded.header;
+        if header.cluster != self.config.cluster_id {
+            return Err(VerifyError::WrongCluster {
+                expected: self.config.cluster_id,
+                got: header.cluster,
+            });
+        }
+        if !header.kind.allowed_from(header.sender) {
+            return Err(VerifyError::WrongRole {
+                kind: header.kind,
+                sender: header.sender,
+            });
+        }
+        let key = self
+            .key_of(header.sender)
+            .ok_or(VerifyError::UnknownSender(header.sender))?;
+        let mut signed = Vec::with_capacity(bft_crypto::DOMAIN_HEADER_LEN + decoded.payload.len());
+        header.domain().write_header(&mut signed);
+        let payload_offset = signed.len();
+        signed.extend_from_slice(decoded.payload);
+        let signature = decoded.signature;
+        Ok(Parsed {
+            frame,
+            header,
+            payload_offset,
+            key,
+            signed,
+            signature,
+        })
+    }
+
+    fn key_of(&self, sender: Principal) -> Option<PublicKey> {
+        match sender {
+            Principal::Replica(ReplicaId(id)) => self.config.replicas.get(id as usize).copied(),
+            Principal::Client(id) => self.config.clients.get(&id).copied(),
+        }
+    }
+
+    fn decode_payload(&self, parsed: Parsed) -> Result<Decoded, VerifyError> {
+        let sender = parsed.header.sender;
+        let digest = sha256(&parsed.signed);
+        Ok(Decoded::Done(match parsed.header.kind {
+            MessageKind::Request => VerifiedMessage::Request(self.decode_request(parsed)?),
+            MessageKind::PrePrepare => {
+                let payload: PrePreparePayload = codec::decode(parsed.payload())?;
+                let limits = &self.config.limits;
+                let bytes: usize = payload.requests.iter().map(|r| r.len()).sum();
+                if payload.requests.len() > limits.max_batch_requests
+                    || bytes > limits.max_batch_bytes
+                {
+                    return Err(VerifyError::BatchTooLarge {
+                        requests: payload.requests.len(),
+                        bytes,
+                    });
+                }
+                return Ok(Decoded::PrePrepare(parsed, payload));
+            }
+            MessageKind::Prepare => VerifiedMessage::Prepare(Verified::new(
+                sender,
+                codec::decode(parsed.payload())?,
+                parsed.frame,
+                digest,
+            )),
+            MessageKind::Commit => VerifiedMessage::Commit(Verified::new(
+                sender,
+                codec::decode(parsed.payload())?,
+                parsed.frame,
+                digest,
+            )),
+            MessageKind::Reply => VerifiedMessage::Reply(Verified::new(
+                sender,
+                codec::decode(parsed.payload())?,
+                parsed.frame,
+                digest,
+            )),
+        }))
+    }
+
+    fn decode_request(&self, parsed: Parsed) -> Result<Verified<Request>, VerifyError> {
+        if parsed.header.kind != MessageKind::Request {
+            return Err(VerifyError::WrongRole {
+                kind: parsed.header.kind,
+                sender: parsed.header.sender,
+            });
+        }
+        let frame_limit = self.config.limits.max_request_frame_bytes();
+        if parsed.frame.len() > frame_limit {
+            return Err(DecodeError::TooLarge {
+                len: parsed.frame.len(),
+                max: frame_limit,
+            }
+            .into());
+        }
+        let request: Request = codec::decode(parsed.payload())?;
+        let max = self.config.limits.max_operation_bytes;
+        if request.operation.len() > max {
+            return Err(VerifyError::OperationTooLarge {
+                len: request.operation.len(),
+                max,
+            });
+        }
+        let digest = sha256(&parsed.signed);
+        Ok(Verified::new(
+            parsed.header.sender,
+            request,
+            parsed.frame,
+            digest,
+        ))
+    }
+}
+
+enum Decoded {
+    Done(VerifiedMessage),
+    PrePrepare(Parsed, PrePreparePayload),
+}
+
+fn finish_pre_prepare(
+    parsed: Parsed,
+    payload: PrePreparePayload,
+    requests: Vec<Result<Verified<Request>, VerifyError>>,
+) -> Result<VerifiedMessage, VerifyError> {
+    let requests = requests
+        .into_iter()
+        .enumerate()
+        .map(|(index, r)| {
+            r.map_err(|error| VerifyError::EmbeddedRequest {
+                index,
+                error: Box::new(error),
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if batch_digest(requests.iter().map(|r| r.digest)) != payload.digest {
+        return Err(VerifyError::BatchDigestMismatch);
+    }
+    let digest = sha256(&parsed.signed);
+    let message = PrePrepare {
+        view: payload.view,
+        seq: payload.seq,
+        digest: payload.digest,
+        requests: requests.into(),
+    };
+    Ok(VerifiedMessage::PrePrepare(Verified::new(
+        parsed.header.sender,
+        message,
+        parsed.frame,
+        digest,
+    )))
+}
+
+/// Checks the signature of every parsed frame, keeping earlier errors.
+fn check_signatures(
+    items: Vec<Result<Parsed, VerifyError>>,
+    mode: Mode,
+) -> Vec<Result<Parsed, VerifyError>> {
+    let signature_results: Vec<Result<(), bft_crypto::SignatureError>> = match mode {
+        Mode::Single => items
+            .iter()
+            .filter_map(|item| item.as_ref().ok())
+            .map(|p| verify_raw(&p.key, &p.signed, &p.signature))
+            .collect(),
+        Mode::Batch => {
+            let mut batch = BatchVerifier::new();
+            for p in items.iter().filter_map(|item| item.as_ref().ok()) {
+                batch.queue(p.key, p.signed.as_slice(), p.signature);
+            }
+            batch.verify_each()
+        }
+    };
+    let mut signature_results = signature_results.into_iter();
+    items
+        .into_iter()
+        .map(|item| {
+            let parsed = item?;
+            match signature_results
+                .next()
+                .expect("one result per parsed frame")
+            {
+                Ok(()) => Ok(parsed),
+                Err(_) => Err(VerifyError::BadSignature(parsed.header.sender)),
+            }
+        })
+        .collect()
+}
