@@ -12,9 +12,11 @@ use rand_chacha::rand_core::SeedableRng;
 /// only if it is accepted by the other (up to the batch check's 2^-128 false-accept bound).
 ///
 /// The batch's random coefficients come from a ChaCha20 generator seeded with a SHA-256 transcript
-/// of every queued key, signature and message: verification is deterministic (the simulator
-/// replays it bit for bit) and needs no OS randomness, while an adversary who chooses the
-/// signatures cannot know the coefficients before choosing them.
+/// of every queued key, signature and message, so verification needs no OS randomness and an
+/// adversary who chooses the signatures cannot know the coefficients before choosing them. (The
+/// underlying verifier groups items by key in a hash map whose order varies between processes,
+/// so which coefficient meets which signature varies; the accept/reject result does not, up to
+/// the 2^-128 bound.)
 ///
 /// Messages may be owned (`Vec<u8>`, the default) or borrowed (`&[u8]`).
 pub struct BatchVerifier<M: AsRef<[u8]> = Vec<u8>> {

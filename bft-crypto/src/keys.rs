@@ -9,8 +9,10 @@
 //! <64 lowercase hex digits: the 32-byte ed25519 seed>
 //! ```
 //!
-//! A trailing newline is optional. The public key is derived from the seed. [`KeyPair::save`]
-//! creates the file with mode `0600` on Unix and refuses to overwrite an existing file.
+//! The reader tolerates a trailing newline, CRLF line ends, blank lines after the seed, white space
+//! around the seed and upper-case hex; it rejects anything else. The public key is derived from
+//! the seed. [`KeyPair::save`] creates the file with mode `0600` on Unix, refuses to overwrite an
+//! existing file, and removes what it created if writing fails.
 
 use crate::domain::SignatureDomain;
 use curve25519_dalek::edwards::CompressedEdwardsY;
@@ -102,8 +104,16 @@ impl KeyPair {
             source,
         };
         let mut file = options.open(path).map_err(io)?;
-        file.write_all(self.to_key_file().as_bytes()).map_err(io)?;
-        file.sync_all().map_err(io)
+        let written = file
+            .write_all(self.to_key_file().as_bytes())
+            .and_then(|()| file.sync_all());
+        if let Err(source) = written {
+            // Leave no partial key behind: a retry would otherwise fail with "already exists".
+            drop(file);
+            let _ = std::fs::remove_file(path);
+            return Err(io(source));
+        }
+        Ok(())
     }
 
     /// Reads a key file from `path`.
@@ -157,6 +167,10 @@ pub enum WeakKeyError {
     /// The point has small order: anyone can produce signatures that verify under it.
     #[error("small-order point")]
     SmallOrder,
+    /// The point has a torsion component (mixed order). Such a key verifies under the cofactored
+    /// rule, but no honestly generated key looks like this, and other verifiers may disagree.
+    #[error("mixed-order point (has a torsion component)")]
+    MixedOrder,
 }
 
 impl PublicKey {
@@ -165,9 +179,9 @@ impl PublicKey {
         self.0
     }
 
-    /// Checks that this key is a canonically encoded point of large order. Configurations call it
-    /// for every member key: under the cofactored verification rule, a small-order key accepts
-    /// forged signatures on any message.
+    /// Checks that this key is a canonically encoded point of prime order, as every honestly
+    /// generated key is. Configurations call it for every member key: under the cofactored
+    /// verification rule, a small-order key accepts forged signatures on any message.
     pub fn check_strong(&self) -> Result<(), WeakKeyError> {
         let point = CompressedEdwardsY(self.0)
             .decompress()
@@ -177,6 +191,9 @@ impl PublicKey {
         }
         if point.is_small_order() {
             return Err(WeakKeyError::SmallOrder);
+        }
+        if !point.is_torsion_free() {
+            return Err(WeakKeyError::MixedOrder);
         }
         Ok(())
     }

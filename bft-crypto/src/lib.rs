@@ -18,7 +18,7 @@
 //! Single ([`verify`]) and batch ([`BatchVerifier`]) verification both apply exactly this rule,
 //! so they accept exactly the same set of signatures (batch verification may accept an invalid
 //! batch only with probability below 2^-128). Keys that a cluster is configured with are
-//! additionally checked to be canonical and of large order ([`PublicKey::check_strong`]), because a
+//! additionally checked to be canonical and of prime order ([`PublicKey::check_strong`]), because a
 //! small-order key admits signatures on every message under any cofactored rule.
 //!
 //! # Domain separation

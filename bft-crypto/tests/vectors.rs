@@ -611,8 +611,7 @@ fn curve_constants_are_right() {
     );
 }
 
-/// `KeyPair` reproduces the RFC 8032 known-answer tests, and the hand signer used for the
-/// mixed-order vectors reproduces `KeyPair::sign_raw` exactly.
+/// KeyPair matches the RFC 8032 known answers, and the hand signer matches `sign_raw` exactly.
 #[test]
 fn rfc8032_known_answers_and_hand_signer() {
     for (seed, pk, msg, sig) in RFC8032 {
@@ -641,11 +640,11 @@ fn rfc8032_known_answers_and_hand_signer() {
     }
 }
 
-/// For every edge-case vector, `verify_raw` accepts iff a one-item batch accepts, `verify_each`
-/// inside a batch with three valid signatures matches single verification, and the outcome is
-/// the one ZIP-215 prescribes where known.
+/// On every edge vector single and batch verification agree, with the ZIP-215 outcome if known.
 #[test]
 fn single_and_batch_agree_on_edge_vectors() {
+    // For each vector: `verify_raw` accepts iff a one-item batch accepts; inside a batch with
+    // three valid signatures, `verify_each` equals the per-item single results.
     let vectors = edge_vectors();
     let fillers = valid_fillers();
     let (mut accepted, mut rejected) = (0, 0);
@@ -709,8 +708,7 @@ fn single_and_batch_agree_on_edge_vectors() {
     );
 }
 
-/// One batch holding every edge vector reports exactly the single results, and a batch of only
-/// the accepted ones (small-order, non-canonical, mixed-order together) verifies as a whole.
+/// A batch of all edge vectors reports the single results; one of the accepted ones verifies.
 #[test]
 fn one_batch_of_all_edge_vectors_matches_single_results() {
     let vectors = edge_vectors();
@@ -730,8 +728,7 @@ fn one_batch_of_all_edge_vectors_matches_single_results() {
     assert!(batch.verify_each().iter().all(Result::is_ok));
 }
 
-/// Rejections name the cause: keys that are not points give `MalformedPublicKey`, everything
-/// else `Invalid`.
+/// Keys that are not points are rejected as `MalformedPublicKey`, other failures as `Invalid`.
 #[test]
 fn rejection_reasons() {
     for v in edge_vectors() {
@@ -749,10 +746,10 @@ fn rejection_reasons() {
     }
 }
 
-/// Mixed-order vectors satisfy only the cofactored equation, so they really test the ZIP-215
-/// choice: a cofactorless verifier would reject some of them, ours accepts all of them.
+/// Mixed-order signatures are accepted although most fail the cofactorless RFC 8032 equation.
 #[test]
 fn mixed_order_vectors_need_the_cofactored_equation() {
+    // This shows that the vectors really exercise the ZIP-215 choice of equation.
     let mixed: Vec<Vector> = edge_vectors()
         .into_iter()
         .filter(|v| v.name.starts_with("mixed-order") && v.expected == Some(true))
@@ -791,7 +788,7 @@ fn empty_batch() {
 // 2. Strong key check
 // ---------------------------------------------------------------------------------------------
 
-/// `check_strong` rejects small-order, non-canonical and non-point keys and accepts normal ones.
+/// `check_strong` rejects small-order, mixed-order, non-canonical and non-point keys and accepts normal ones.
 #[test]
 fn check_strong_rejects_weak_keys() {
     for (i, t) in torsion_encodings().iter().enumerate() {
@@ -836,6 +833,14 @@ fn check_strong_rejects_weak_keys() {
     for (_, pk, _, _) in RFC8032 {
         assert_eq!(PublicKey(hex32(pk)).check_strong(), Ok(()));
     }
+    // A real key's point plus a torsion point: canonical, large order, but not prime order.
+    let real = decompress(KeyPair::from_seed([3; 32]).public().to_bytes()).unwrap();
+    for t in EIGHT_TORSION.iter().skip(1) {
+        assert_eq!(
+            PublicKey(encode(&(real + t))).check_strong(),
+            Err(WeakKeyError::MixedOrder)
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -849,8 +854,7 @@ const DOMAIN: SignatureDomain = SignatureDomain {
     sender_id: 0x1112_1314_1516_1718,
 };
 
-/// A signature verifies only in the domain and with the payload it was made for: changing any
-/// one of cluster, kind, sender_role, sender_id or the payload makes it fail.
+/// A signature fails if any of cluster, kind, sender_role, sender_id or the payload changes.
 #[test]
 fn domain_fields_and_payload_are_bound() {
     let kp = KeyPair::from_seed([42; 32]);
@@ -945,11 +949,12 @@ fn parse_header(bytes: &[u8]) -> SignatureDomain {
     }
 }
 
-/// Bytes cannot be moved between header and payload: the header is a fixed-length
-/// (`DOMAIN_HEADER_LEN`) string of fixed-width fields, so the signed bytes split in exactly one
-/// place and determine both the domain and the payload.
+/// Moving bytes between the fixed-length domain header and the payload never verifies.
 #[test]
 fn header_payload_boundary_cannot_move() {
+    // Why: the header is always exactly DOMAIN_HEADER_LEN bytes (a fixed tag and fixed-width
+    // fields, no variable-length parts), so the signed bytes split in exactly one place and
+    // determine both the domain and the payload. Shifting the boundary changes the signed bytes.
     assert_eq!(DOMAIN_HEADER_LEN, 34);
     let kp = KeyPair::from_seed([44; 32]);
     let key = kp.public();
@@ -1252,8 +1257,7 @@ proptest! {
         ..ProptestConfig::default()
     })]
 
-    /// For random batches, `verify_each` equals per-item `verify_raw`, and `verify` is Ok iff
-    /// every item is valid.
+    /// On random batches `verify_each` equals per-item `verify_raw`; `verify` is Ok iff all are.
     #[test]
     fn random_batches_agree_with_single_verification(
         items in proptest::collection::vec(
@@ -1280,8 +1284,7 @@ proptest! {
 // 6. Encodings
 // ---------------------------------------------------------------------------------------------
 
-/// `PublicKey` round-trips through its hex string (`Display` / `FromStr` / serde `Deserialize`),
-/// and malformed strings are rejected.
+/// PublicKey round-trips through hex (Display/FromStr/Deserialize); malformed hex is rejected.
 #[test]
 fn public_key_hex_round_trip() {
     use serde::Deserialize as _;
