@@ -40,6 +40,7 @@ pub mod ids;
 pub mod messages;
 pub mod replica;
 pub mod service;
+pub mod testkit;
 pub mod verify;
 
 pub use client::{Client, ClientActions, ClientError, ClientInput, ClientRejection, Completed};
