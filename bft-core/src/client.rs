@@ -56,6 +56,9 @@ pub enum ClientError {
     /// A request is outstanding; PBFT clients have one at a time.
     #[error("a request is already outstanding")]
     Busy,
+    /// Every timestamp up to `u64::MAX` has been used; this client id cannot send more.
+    #[error("the client's timestamps are exhausted")]
+    TimestampsExhausted,
     /// The operation exceeds `limits.max_operation_bytes`.
     #[error("operation of {len} bytes exceeds the limit of {max}")]
     OperationTooLarge {
@@ -100,7 +103,8 @@ pub struct Client {
     id: ClientId,
     key: KeyPair,
     view: View,
-    next_timestamp: u64,
+    /// `None` once `u64::MAX` has been used.
+    next_timestamp: Option<u64>,
     pending: Option<Pending>,
 }
 
@@ -141,7 +145,7 @@ impl Client {
             id,
             key,
             view: View(0),
-            next_timestamp: first_timestamp,
+            next_timestamp: Some(first_timestamp),
             pending: None,
         })
     }
@@ -161,8 +165,8 @@ impl Client {
         self.pending.is_some()
     }
 
-    /// The timestamp the next request will carry.
-    pub fn next_timestamp(&self) -> u64 {
+    /// The timestamp the next request will carry (`None` when exhausted).
+    pub fn next_timestamp(&self) -> Option<u64> {
         self.next_timestamp
     }
 
@@ -178,8 +182,10 @@ impl Client {
                 max,
             });
         }
-        let timestamp = self.next_timestamp;
-        self.next_timestamp += 1;
+        let timestamp = self
+            .next_timestamp
+            .ok_or(ClientError::TimestampsExhausted)?;
+        self.next_timestamp = timestamp.checked_add(1);
         let frame = Request {
             timestamp,
             operation,

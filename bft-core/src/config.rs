@@ -16,6 +16,12 @@ pub const PRE_PREPARE_OVERHEAD_BYTES: usize = FRAME_OVERHEAD_BYTES + 64;
 /// Upper bound on the per-request bytes a pre-prepare adds (each request's length prefix).
 pub const PER_REQUEST_OVERHEAD_BYTES: usize = 5;
 
+/// The largest `limits.max_message_bytes` (and operation) a configuration may set: 256 MiB.
+pub const MAX_MESSAGE_BYTES: usize = 256 << 20;
+
+/// The largest `limits.window` a configuration may set.
+pub const MAX_WINDOW: u64 = 1 << 16;
+
 /// Everything the replicas and clients of one cluster must agree on.
 ///
 /// Build it, then call [`ClusterConfig::validate`] (replicas, clients and verifiers call it
@@ -43,6 +49,9 @@ pub struct Limits {
     pub max_message_bytes: usize,
     /// Largest operation a client may submit.
     pub max_operation_bytes: usize,
+    /// Largest reply a service may return; a longer one is replaced by
+    /// [`crate::Outcome::ReplyTooLarge`] on every replica.
+    pub max_reply_bytes: usize,
     /// Most requests in one batch (one pre-prepare).
     pub max_batch_requests: usize,
     /// Most request bytes (encoded request frames) in one batch.
@@ -68,6 +77,7 @@ impl Default for Limits {
         Limits {
             max_message_bytes: 4 << 20,
             max_operation_bytes: 64 << 10,
+            max_reply_bytes: 1 << 20,
             max_batch_requests: 256,
             max_batch_bytes: 1 << 20,
             window: 256,
@@ -198,12 +208,33 @@ impl Limits {
     /// The largest encoded request frame a client can produce under these limits: the operation,
     /// its length prefix and the timestamp (at most 10 bytes each), and the frame overhead.
     pub fn max_request_frame_bytes(&self) -> usize {
-        self.max_operation_bytes + FRAME_OVERHEAD_BYTES + 20
+        self.max_operation_bytes
+            .saturating_add(FRAME_OVERHEAD_BYTES + 20)
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        if self.max_operation_bytes == 0 {
-            return Err(invalid("limits.max_operation_bytes", "must be positive"));
+        if self.max_operation_bytes == 0 || self.max_operation_bytes > MAX_MESSAGE_BYTES {
+            return Err(invalid(
+                "limits.max_operation_bytes",
+                format!("must be between 1 and {MAX_MESSAGE_BYTES}"),
+            ));
+        }
+        if self.max_message_bytes > MAX_MESSAGE_BYTES {
+            return Err(invalid(
+                "limits.max_message_bytes",
+                format!("must be at most {MAX_MESSAGE_BYTES}"),
+            ));
+        }
+        if self.max_reply_bytes == 0
+            || self
+                .max_reply_bytes
+                .saturating_add(FRAME_OVERHEAD_BYTES + 64)
+                > self.max_message_bytes
+        {
+            return Err(invalid(
+                "limits.max_reply_bytes",
+                "must be positive and leave room for framing within max_message_bytes",
+            ));
         }
         if self.max_batch_requests == 0 {
             return Err(invalid("limits.max_batch_requests", "must be positive"));
@@ -218,9 +249,12 @@ impl Limits {
                 ),
             ));
         }
-        let largest_pre_prepare = self.max_batch_bytes
-            + self.max_batch_requests * PER_REQUEST_OVERHEAD_BYTES
-            + PRE_PREPARE_OVERHEAD_BYTES;
+        let largest_pre_prepare = self
+            .max_batch_requests
+            .checked_mul(PER_REQUEST_OVERHEAD_BYTES)
+            .and_then(|x| x.checked_add(self.max_batch_bytes))
+            .and_then(|x| x.checked_add(PRE_PREPARE_OVERHEAD_BYTES))
+            .ok_or_else(|| invalid("limits.max_batch_bytes", "batch limits overflow"))?;
         if self.max_message_bytes < largest_pre_prepare {
             return Err(invalid(
                 "limits.max_message_bytes",
@@ -229,8 +263,11 @@ impl Limits {
                 ),
             ));
         }
-        if self.window < 2 {
-            return Err(invalid("limits.window", "must be at least 2"));
+        if self.window < 2 || self.window > MAX_WINDOW {
+            return Err(invalid(
+                "limits.window",
+                format!("must be between 2 and {MAX_WINDOW}"),
+            ));
         }
         if self.max_in_flight_batches == 0 || self.max_in_flight_batches > self.window {
             return Err(invalid(

@@ -171,6 +171,12 @@ pub enum Outcome {
     /// replica records this same outcome, and the service state is whatever the (deterministic)
     /// operation left before it panicked.
     ServicePanicked,
+    /// The service returned a reply longer than `limits.max_reply_bytes`; it was discarded on
+    /// every correct replica (the state change, if any, stands).
+    ReplyTooLarge {
+        /// The reply's length.
+        len: u64,
+    },
 }
 
 /// The digest a pre-prepare carries for a batch: SHA-256 over a label, the request count and each

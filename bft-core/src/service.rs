@@ -55,13 +55,18 @@ pub trait Service {
 #[error("snapshot cannot be restored: {0}")]
 pub struct RestoreError(pub String);
 
-/// Runs `execute`, turning a panic into [`Outcome::ServicePanicked`].
+/// Runs `execute`, turning a panic into [`Outcome::ServicePanicked`]
+/// and a reply over `max_reply_bytes` into [`Outcome::ReplyTooLarge`].
 pub(crate) fn execute_contained<S: Service>(
     service: &mut S,
     context: &ExecuteContext,
     operation: &[u8],
+    max_reply_bytes: usize,
 ) -> Outcome {
     match catch_unwind(AssertUnwindSafe(|| service.execute(context, operation))) {
+        Ok(reply) if reply.len() > max_reply_bytes => Outcome::ReplyTooLarge {
+            len: reply.len() as u64,
+        },
         Ok(reply) => Outcome::Ok(reply),
         Err(_) => Outcome::ServicePanicked,
     }

@@ -46,7 +46,12 @@ impl<S: Service> Replica<S> {
             timestamp,
             seq,
         };
-        let outcome = execute_contained(&mut self.service, &context, &request.message().operation);
+        let outcome = execute_contained(
+            &mut self.service,
+            &context,
+            &request.message().operation,
+            self.config.limits.max_reply_bytes,
+        );
         let reply = Reply {
             view: self.view,
             client,

@@ -1,0 +1,284 @@
+//! Normal-case scenarios (PBFT, Castro and Liskov, OSDI'99 section 4.2): ordering, execution,
+//! batching, the window, and progress with and without a quorum.
+
+use bft_core::testkit::{self as harness, Cluster};
+use bft_core::{ClientId, Outcome, ReplicaId, SeqNum};
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+fn op(client: ClientId, i: usize) -> Vec<u8> {
+    format!("set {client} {i}").into_bytes()
+}
+
+fn ids(n: u64) -> Vec<ClientId> {
+    (1..=n).map(ClientId).collect()
+}
+
+/// Section 4.2: with n = 4 (f = 1), several clients' requests are ordered and executed identically
+/// on every replica, and each client gets the reply its request produced.
+#[test]
+fn four_replicas_order_and_execute_hundreds_of_requests_identically() {
+    let mut cluster = Cluster::with_f(1, 3);
+    let done = cluster.run_closed_loop(&ids(3), 100, Duration::from_secs(60), op);
+    assert_eq!(done, 300);
+    assert_eq!(cluster.assert_agreement(&BTreeSet::new()), 300);
+    for (client, completed) in &cluster.completed {
+        let Outcome::Ok(reply) = &completed.outcome else {
+            panic!("unexpected {completed:?}")
+        };
+        let expected = op(*client, completed.timestamp as usize - 1);
+        assert_eq!(
+            &reply[8..],
+            expected.as_slice(),
+            "reply carries the client's own operation"
+        );
+    }
+    // Nothing was retransmitted and nothing was refused on a fault-free network.
+    assert!(cluster.rejected.is_empty(), "{:?}", cluster.rejected);
+    assert!(cluster.verify_failures.is_empty());
+    assert_eq!(cluster.now, bft_core::Time::ZERO, "no timer had to fire");
+}
+
+/// Section 4.2 with n = 7 (f = 2): the same agreement with larger quorums.
+#[test]
+fn seven_replicas_order_and_execute_hundreds_of_requests_identically() {
+    let mut cluster = Cluster::with_f(2, 4);
+    let done = cluster.run_closed_loop(&ids(4), 60, Duration::from_secs(60), op);
+    assert_eq!(done, 240);
+    assert_eq!(cluster.assert_agreement(&BTreeSet::new()), 240);
+}
+
+/// n = 10 (f = 3) works too.
+#[test]
+fn ten_replicas_order_requests() {
+    let mut cluster = Cluster::with_f(3, 2);
+    assert_eq!(
+        cluster.run_closed_loop(&ids(2), 20, Duration::from_secs(60), op),
+        40
+    );
+    assert_eq!(cluster.assert_agreement(&BTreeSet::new()), 40);
+}
+
+/// Execution is strictly in sequence order: every replica's executed sequence numbers are
+/// 1, 2, 3, ... without gaps, and a request runs once.
+#[test]
+fn execution_follows_sequence_order_without_gaps() {
+    let mut cluster = Cluster::with_f(1, 4);
+    cluster.run_closed_loop(&ids(4), 25, Duration::from_secs(60), op);
+    for executed in &cluster.executed {
+        let mut last = SeqNum(0);
+        let mut seen = BTreeSet::new();
+        for e in executed {
+            assert!(
+                e.seq == last || e.seq == last.next(),
+                "gap: {:?} after {:?}",
+                e.seq,
+                last
+            );
+            last = e.seq;
+            assert!(
+                seen.insert((e.client, e.timestamp)),
+                "executed twice: {e:?}"
+            );
+        }
+    }
+}
+
+/// TOCS 2002 section 5.1: requests that arrive while batches are in flight are batched, and the
+/// primary keeps at most `max_in_flight_batches` batches in flight.
+#[test]
+fn primary_batches_requests_that_arrive_while_batches_are_in_flight() {
+    let mut config = harness::config(1, 16);
+    config.limits.max_in_flight_batches = 1;
+    let mut cluster = Cluster::new(config);
+    let done = cluster.run_closed_loop(&ids(16), 10, Duration::from_secs(60), op);
+    assert_eq!(done, 160);
+    let primary = &cluster.replicas[0];
+    let metrics = primary.metrics();
+    assert_eq!(metrics.requests_executed, 160);
+    assert!(
+        metrics.batches_proposed * 4 <= metrics.requests_executed,
+        "expected batches of several requests, got {} batches for {} requests",
+        metrics.batches_proposed,
+        metrics.requests_executed
+    );
+    cluster.assert_agreement(&BTreeSet::new());
+}
+
+/// A batch never exceeds `max_batch_requests`.
+#[test]
+fn batches_respect_the_request_limit() {
+    let mut config = harness::config(1, 12);
+    config.limits.max_in_flight_batches = 1;
+    config.limits.max_batch_requests = 3;
+    let mut cluster = Cluster::new(config);
+    assert_eq!(
+        cluster.run_closed_loop(&ids(12), 5, Duration::from_secs(60), op),
+        60
+    );
+    let mut per_seq = std::collections::BTreeMap::<SeqNum, usize>::new();
+    for e in &cluster.executed[1] {
+        *per_seq.entry(e.seq).or_default() += 1;
+    }
+    assert!(per_seq.values().all(|&n| n <= 3), "{per_seq:?}");
+    assert!(
+        per_seq.values().any(|&n| n == 3),
+        "batches filled up to the limit"
+    );
+}
+
+/// Section 4.2: the primary assigns sequence numbers only up to the high watermark h + L. Until a
+/// checkpoint moves h, requests beyond the window wait in the primary's queue.
+#[test]
+fn primary_does_not_assign_beyond_the_high_watermark() {
+    let mut config = harness::config(1, 3);
+    config.limits.window = 4;
+    config.limits.max_in_flight_batches = 1;
+    let mut cluster = Cluster::new(config);
+    let done = cluster.run_closed_loop(&ids(1), 10, Duration::from_secs(5), op);
+    assert_eq!(
+        done, 4,
+        "one request per batch, four sequence numbers in the window"
+    );
+    let status = cluster.replicas[0].status();
+    assert_eq!(status.last_assigned, SeqNum(4));
+    assert_eq!(status.queued_requests, 1);
+    assert!(cluster.replicas.iter().all(|r| r.status().log_slots <= 4));
+}
+
+/// f silent replicas (a backup, for n = 4) do not stop progress: the 2f+1 others form quorums.
+#[test]
+fn f_silent_replicas_do_not_stop_progress() {
+    let mut cluster = Cluster::with_f(1, 2);
+    cluster.silent.insert(ReplicaId(3));
+    assert_eq!(
+        cluster.run_closed_loop(&ids(2), 50, Duration::from_secs(60), op),
+        100
+    );
+    let silent = BTreeSet::from([ReplicaId(3)]);
+    assert_eq!(cluster.assert_agreement(&silent), 100);
+    assert!(cluster.executed[3].is_empty());
+
+    let mut cluster = Cluster::with_f(2, 2);
+    cluster.silent.extend([ReplicaId(2), ReplicaId(6)]);
+    assert_eq!(
+        cluster.run_closed_loop(&ids(2), 30, Duration::from_secs(60), op),
+        60
+    );
+    assert_eq!(
+        cluster.assert_agreement(&BTreeSet::from([ReplicaId(2), ReplicaId(6)])),
+        60
+    );
+}
+
+/// f+1 silent replicas stop progress: no quorum of 2f+1 exists, so nothing commits, nothing
+/// executes and no client gets an answer, however long the clients retransmit.
+#[test]
+fn f_plus_one_silent_replicas_stop_progress_safely() {
+    for (f, silent) in [(1, vec![2, 3]), (2, vec![1, 4, 6])] {
+        let mut cluster = Cluster::with_f(f, 2);
+        cluster.silent.extend(silent.iter().map(|&i| ReplicaId(i)));
+        let done = cluster.run_closed_loop(&ids(2), 5, Duration::from_secs(30), op);
+        assert_eq!(done, 0);
+        assert!(
+            cluster.now >= bft_core::Time::ZERO + Duration::from_secs(29),
+            "clients kept retrying"
+        );
+        for replica in &cluster.replicas {
+            let status = replica.status();
+            assert_eq!(status.last_executed, SeqNum(0), "{status:?}");
+            assert_eq!(replica.metrics().requests_executed, 0);
+        }
+        assert!(cluster.completed.is_empty());
+    }
+}
+
+/// A service that panics on one operation: every replica stays up, records the same outcome and
+/// state, the client gets an error outcome, and later requests run normally.
+#[test]
+fn a_panicking_operation_is_contained_on_every_replica() {
+    let mut cluster = Cluster::with_f(1, 2);
+    let poisoned = |c: ClientId, i: usize| {
+        if c == ClientId(1) && i == 3 {
+            b"panic".to_vec()
+        } else {
+            op(c, i)
+        }
+    };
+    assert_eq!(
+        cluster.run_closed_loop(&ids(2), 10, Duration::from_secs(60), poisoned),
+        20
+    );
+    assert_eq!(cluster.assert_agreement(&BTreeSet::new()), 20);
+    let failed: Vec<_> = cluster
+        .completed
+        .iter()
+        .filter(|(_, c)| c.outcome == Outcome::ServicePanicked)
+        .collect();
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0].0, ClientId(1));
+    assert_eq!(failed[0].1.timestamp, 4);
+    for executed in &cluster.executed {
+        let panicked: Vec<_> = executed
+            .iter()
+            .filter(|e| e.outcome == Outcome::ServicePanicked)
+            .collect();
+        assert_eq!(panicked.len(), 1);
+    }
+}
+
+/// Every vote a replica sent was persisted first: the records in each replica's storage cover
+/// every pre-prepare, prepare and commit it signed.
+#[test]
+fn every_signed_vote_is_persisted() {
+    let mut cluster = Cluster::with_f(1, 2);
+    cluster.run_closed_loop(&ids(2), 10, Duration::from_secs(60), op);
+    let primary = &cluster.storage[0];
+    assert!(
+        primary
+            .records
+            .iter()
+            .any(|r| r.kind == bft_core::MessageKind::PrePrepare)
+    );
+    for storage in &cluster.storage[1..] {
+        let prepares = storage
+            .records
+            .iter()
+            .filter(|r| r.kind == bft_core::MessageKind::Prepare)
+            .count();
+        let commits = storage
+            .records
+            .iter()
+            .filter(|r| r.kind == bft_core::MessageKind::Commit)
+            .count();
+        assert!(prepares > 0 && prepares == commits);
+    }
+}
+
+/// A reply longer than `limits.max_reply_bytes` is replaced by the same `ReplyTooLarge` outcome on
+/// every replica, so the client still gets f+1 matching replies that fit in a frame.
+#[test]
+fn an_oversized_reply_becomes_the_same_error_everywhere() {
+    let mut config = harness::config(1, 1);
+    config.limits.max_reply_bytes = 100;
+    let mut cluster = Cluster::new(config);
+    let big = |_: ClientId, i: usize| {
+        if i == 1 {
+            vec![b'x'; 200]
+        } else {
+            b"small".to_vec()
+        }
+    };
+    assert_eq!(
+        cluster.run_closed_loop(&ids(1), 3, Duration::from_secs(60), big),
+        3
+    );
+    cluster.assert_agreement(&BTreeSet::new());
+    let outcomes: Vec<_> = cluster
+        .completed
+        .iter()
+        .map(|(_, c)| c.outcome.clone())
+        .collect();
+    assert_eq!(outcomes[1], Outcome::ReplyTooLarge { len: 208 });
+    assert!(matches!(outcomes[2], Outcome::Ok(_)));
+}
