@@ -62,6 +62,12 @@ pub struct Limits {
     /// Most batches the primary keeps in flight (proposed, not yet executed) at once. New
     /// batches form while earlier ones are in flight, so the primary never idles under load.
     pub max_in_flight_batches: u64,
+    /// K: a checkpoint is taken after executing every sequence number that is a multiple of K
+    /// (PBFT section 4.3). At most `window` (typically half of it).
+    pub checkpoint_interval: u64,
+    /// Size of the chunks checkpoint state travels in during state transfer. The state a
+    /// checkpoint can hold is bounded by this times [`Limits::max_state_chunks`].
+    pub state_chunk_bytes: usize,
 }
 
 /// Timeouts, as durations of the time the driver passes in.
@@ -70,6 +76,8 @@ pub struct Timing {
     /// How long a client waits for f+1 matching replies before it retransmits its request to
     /// every replica.
     pub client_retransmit: Duration,
+    /// How long a replica fetching state waits for a peer's answer before it asks another peer.
+    pub state_transfer_retry: Duration,
 }
 
 impl Default for Limits {
@@ -82,6 +90,8 @@ impl Default for Limits {
             max_batch_bytes: 1 << 20,
             window: 256,
             max_in_flight_batches: 8,
+            checkpoint_interval: 128,
+            state_chunk_bytes: 1 << 20,
         }
     }
 }
@@ -90,6 +100,7 @@ impl Default for Timing {
     fn default() -> Self {
         Timing {
             client_retransmit: Duration::from_millis(500),
+            state_transfer_retry: Duration::from_millis(500),
         }
     }
 }
@@ -200,6 +211,9 @@ impl ClusterConfig {
         if self.timing.client_retransmit.is_zero() {
             return Err(invalid("timing.client_retransmit", "must be positive"));
         }
+        if self.timing.state_transfer_retry.is_zero() {
+            return Err(invalid("timing.state_transfer_retry", "must be positive"));
+        }
         Ok(())
     }
 }
@@ -210,6 +224,14 @@ impl Limits {
     pub fn max_request_frame_bytes(&self) -> usize {
         self.max_operation_bytes
             .saturating_add(FRAME_OVERHEAD_BYTES + 20)
+    }
+
+    /// Most chunks a checkpoint's state may have: as many chunk digests as fit in one manifest
+    /// message.
+    pub fn max_state_chunks(&self) -> usize {
+        self.max_message_bytes
+            .saturating_sub(FRAME_OVERHEAD_BYTES + 32)
+            / 33
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
@@ -267,6 +289,21 @@ impl Limits {
             return Err(invalid(
                 "limits.window",
                 format!("must be between 2 and {MAX_WINDOW}"),
+            ));
+        }
+        if self.checkpoint_interval == 0 || self.checkpoint_interval > self.window {
+            return Err(invalid(
+                "limits.checkpoint_interval",
+                format!("must be between 1 and the window ({})", self.window),
+            ));
+        }
+        let max_chunk = self
+            .max_message_bytes
+            .saturating_sub(FRAME_OVERHEAD_BYTES + 64);
+        if self.state_chunk_bytes == 0 || self.state_chunk_bytes > max_chunk {
+            return Err(invalid(
+                "limits.state_chunk_bytes",
+                format!("must be between 1 and {max_chunk} (max_message_bytes less the framing)"),
             ));
         }
         if self.max_in_flight_batches == 0 || self.max_in_flight_batches > self.window {

@@ -49,7 +49,7 @@ pub use ids::{ClientId, Principal, ReplicaId, SeqNum, Time, View};
 pub use messages::{MessageKind, Outcome};
 pub use replica::{
     Actions, Destination, Executed, Input, MemoryStorage, Metrics, Outgoing, Rejected, Rejection,
-    Replica, SignedRecord, Status, Storage,
+    Replica, SignedRecord, StableCertificate, Status, Storage,
 };
 pub use service::{ExecuteContext, RestoreError, Service};
 pub use verify::{Verified, VerifiedMessage, Verifier, VerifyError};

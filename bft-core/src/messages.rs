@@ -24,6 +24,14 @@ pub enum MessageKind {
     Commit,
     /// A replica's reply to a client.
     Reply,
+    /// A replica's statement of its state digest at a checkpoint.
+    Checkpoint,
+    /// A lagging replica's request for checkpoint state.
+    FetchState,
+    /// The chunk digests of a checkpoint's state.
+    StateManifest,
+    /// One chunk of a checkpoint's state.
+    StateChunk,
 }
 
 impl MessageKind {
@@ -35,6 +43,10 @@ impl MessageKind {
             MessageKind::Prepare => 3,
             MessageKind::Commit => 4,
             MessageKind::Reply => 5,
+            MessageKind::Checkpoint => 6,
+            MessageKind::FetchState => 7,
+            MessageKind::StateManifest => 8,
+            MessageKind::StateChunk => 9,
         }
     }
 
@@ -185,6 +197,86 @@ pub fn batch_digest(request_digests: impl ExactSizeIterator<Item = Digest>) -> D
     let mut builder = DigestBuilder::new(b"bft-rs batch v1");
     builder.update(&(request_digests.len() as u64).to_le_bytes());
     for digest in request_digests {
+        builder.update(digest.as_bytes());
+    }
+    builder.finish()
+}
+
+/// `<CHECKPOINT, n, d, i>`: replica `i` (the frame's sender) executed every batch up to `n` and its
+/// checkpoint state then has digest `d` (PBFT section 4.3). 2f+1 matching ones from distinct
+/// replicas make the checkpoint stable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// The checkpoint's sequence number (a multiple of the checkpoint interval).
+    pub seq: SeqNum,
+    /// The checkpoint digest ([`checkpoint_digest`] of the state's chunk digests).
+    pub digest: Digest,
+}
+
+impl WireMessage for Checkpoint {
+    const KIND: MessageKind = MessageKind::Checkpoint;
+}
+
+/// What a lagging replica asks a peer for: the manifest (`chunk: None`) or one chunk of the
+/// checkpoint state proven by a stable certificate for (`seq`, `digest`) (TOCS 2002 section 6.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FetchState {
+    /// The checkpoint's sequence number.
+    pub seq: SeqNum,
+    /// The certified checkpoint digest.
+    pub digest: Digest,
+    /// The chunk wanted, or `None` for the manifest.
+    pub chunk: Option<u32>,
+}
+
+impl WireMessage for FetchState {
+    const KIND: MessageKind = MessageKind::FetchState;
+}
+
+/// The layout of a checkpoint's state: its length and the digest of each chunk. Its
+/// [`checkpoint_digest`] is the digest the checkpoint certificate proves, so a fetcher checks the
+/// manifest first and then every chunk on arrival, and can tell which peer served a bad chunk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateManifest {
+    /// The checkpoint's sequence number.
+    pub seq: SeqNum,
+    /// Total state length in bytes.
+    pub total_bytes: u64,
+    /// SHA-256 of each chunk, in order; every chunk but the last has `limits.state_chunk_bytes`.
+    pub chunk_digests: Vec<Digest>,
+}
+
+impl WireMessage for StateManifest {
+    const KIND: MessageKind = MessageKind::StateManifest;
+}
+
+/// One chunk of a checkpoint's state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateChunk {
+    /// The checkpoint's sequence number.
+    pub seq: SeqNum,
+    /// The certified checkpoint digest.
+    pub digest: Digest,
+    /// The chunk's index.
+    pub index: u32,
+    /// The chunk's bytes.
+    #[serde(with = "serde_bytes")]
+    pub data: Vec<u8>,
+}
+
+impl WireMessage for StateChunk {
+    const KIND: MessageKind = MessageKind::StateChunk;
+}
+
+/// The digest a checkpoint certificate proves: SHA-256 over a label, the checkpoint's sequence
+/// number, the state length and every chunk digest.
+pub fn checkpoint_digest(manifest: &StateManifest) -> Digest {
+    let mut builder = DigestBuilder::new(b"bft-rs checkpoint v1");
+    builder
+        .update(&manifest.seq.0.to_le_bytes())
+        .update(&manifest.total_bytes.to_le_bytes())
+        .update(&(manifest.chunk_digests.len() as u64).to_le_bytes());
+    for digest in &manifest.chunk_digests {
         builder.update(digest.as_bytes());
     }
     builder.finish()

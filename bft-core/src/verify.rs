@@ -11,7 +11,8 @@ use crate::codec::{self, DecodeError, Header};
 use crate::config::{ClusterConfig, ConfigError};
 use crate::ids::{Principal, ReplicaId};
 use crate::messages::{
-    Commit, MessageKind, PrePrepare, PrePreparePayload, Prepare, Reply, Request, batch_digest,
+    Checkpoint, Commit, FetchState, MessageKind, PrePrepare, PrePreparePayload, Prepare, Reply,
+    Request, StateChunk, StateManifest, batch_digest,
 };
 use bft_crypto::{BatchVerifier, Digest, PublicKey, Signature, sha256, verify_raw};
 use bytes::Bytes;
@@ -73,18 +74,37 @@ pub enum VerifiedMessage {
     Commit(Verified<Commit>),
     /// A reply (for clients).
     Reply(Verified<Reply>),
+    /// A checkpoint vote.
+    Checkpoint(Verified<Checkpoint>),
+    /// A request for checkpoint state.
+    FetchState(Verified<FetchState>),
+    /// A checkpoint state manifest.
+    StateManifest(Verified<StateManifest>),
+    /// A chunk of checkpoint state.
+    StateChunk(Verified<StateChunk>),
+}
+
+/// Applies `$body` to the `Verified<_>` inside any variant.
+macro_rules! each_variant {
+    ($value:expr, $m:ident => $body:expr) => {
+        match $value {
+            VerifiedMessage::Request($m) => $body,
+            VerifiedMessage::PrePrepare($m) => $body,
+            VerifiedMessage::Prepare($m) => $body,
+            VerifiedMessage::Commit($m) => $body,
+            VerifiedMessage::Reply($m) => $body,
+            VerifiedMessage::Checkpoint($m) => $body,
+            VerifiedMessage::FetchState($m) => $body,
+            VerifiedMessage::StateManifest($m) => $body,
+            VerifiedMessage::StateChunk($m) => $body,
+        }
+    };
 }
 
 impl VerifiedMessage {
     /// The authenticated sender.
     pub fn sender(&self) -> Principal {
-        match self {
-            VerifiedMessage::Request(m) => m.sender(),
-            VerifiedMessage::PrePrepare(m) => m.sender(),
-            VerifiedMessage::Prepare(m) => m.sender(),
-            VerifiedMessage::Commit(m) => m.sender(),
-            VerifiedMessage::Reply(m) => m.sender(),
-        }
+        each_variant!(self, m => m.sender())
     }
 
     /// The message kind.
@@ -95,18 +115,16 @@ impl VerifiedMessage {
             VerifiedMessage::Prepare(_) => MessageKind::Prepare,
             VerifiedMessage::Commit(_) => MessageKind::Commit,
             VerifiedMessage::Reply(_) => MessageKind::Reply,
+            VerifiedMessage::Checkpoint(_) => MessageKind::Checkpoint,
+            VerifiedMessage::FetchState(_) => MessageKind::FetchState,
+            VerifiedMessage::StateManifest(_) => MessageKind::StateManifest,
+            VerifiedMessage::StateChunk(_) => MessageKind::StateChunk,
         }
     }
 
     /// The frame as received.
     pub fn frame(&self) -> &Bytes {
-        match self {
-            VerifiedMessage::Request(m) => m.frame(),
-            VerifiedMessage::PrePrepare(m) => m.frame(),
-            VerifiedMessage::Prepare(m) => m.frame(),
-            VerifiedMessage::Commit(m) => m.frame(),
-            VerifiedMessage::Reply(m) => m.frame(),
-        }
+        each_variant!(self, m => m.frame())
     }
 }
 
@@ -153,6 +171,22 @@ pub enum VerifyError {
         requests: usize,
         /// Request bytes in the batch.
         bytes: usize,
+    },
+    /// A state chunk exceeds `limits.state_chunk_bytes`.
+    #[error("state chunk of {len} bytes exceeds the limit of {max}")]
+    ChunkTooLarge {
+        /// Chunk length.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A state manifest lists more chunks than [`crate::Limits::max_state_chunks`].
+    #[error("state manifest of {chunks} chunks exceeds the limit of {max}")]
+    ManifestTooLarge {
+        /// Chunks listed.
+        chunks: usize,
+        /// The limit.
+        max: usize,
     },
     /// A pre-prepare's digest does not match its requests.
     #[error("pre-prepare digest does not match its batch")]
@@ -348,6 +382,43 @@ impl Verifier {
                 parsed.frame,
                 digest,
             )),
+            MessageKind::Checkpoint => VerifiedMessage::Checkpoint(Verified::new(
+                sender,
+                codec::decode(parsed.payload())?,
+                parsed.frame,
+                digest,
+            )),
+            MessageKind::FetchState => VerifiedMessage::FetchState(Verified::new(
+                sender,
+                codec::decode(parsed.payload())?,
+                parsed.frame,
+                digest,
+            )),
+            MessageKind::StateManifest => {
+                let manifest: StateManifest = codec::decode(parsed.payload())?;
+                let max = self.config.limits.max_state_chunks();
+                if manifest.chunk_digests.len() > max {
+                    let chunks = manifest.chunk_digests.len();
+                    return Err(VerifyError::ManifestTooLarge { chunks, max });
+                }
+                VerifiedMessage::StateManifest(Verified::new(
+                    sender,
+                    manifest,
+                    parsed.frame,
+                    digest,
+                ))
+            }
+            MessageKind::StateChunk => {
+                let chunk: StateChunk = codec::decode(parsed.payload())?;
+                let max = self.config.limits.state_chunk_bytes;
+                if chunk.data.len() > max {
+                    return Err(VerifyError::ChunkTooLarge {
+                        len: chunk.data.len(),
+                        max,
+                    });
+                }
+                VerifiedMessage::StateChunk(Verified::new(sender, chunk, parsed.frame, digest))
+            }
         }))
     }
 

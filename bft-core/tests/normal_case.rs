@@ -33,8 +33,14 @@ fn four_replicas_order_and_execute_hundreds_of_requests_identically() {
             "reply carries the client's own operation"
         );
     }
-    // Nothing was retransmitted and nothing was refused on a fault-free network.
-    assert!(cluster.rejected.is_empty(), "{:?}", cluster.rejected);
+    // Nothing was retransmitted and nothing was refused on a fault-free network, except votes
+    // that arrived after their checkpoint became stable.
+    let refused: Vec<_> = cluster
+        .rejected
+        .iter()
+        .filter(|(_, r)| !matches!(r.reason, bft_core::Rejection::Late { .. }))
+        .collect();
+    assert!(refused.is_empty(), "{refused:?}");
     assert!(cluster.verify_failures.is_empty());
     assert_eq!(cluster.now, bft_core::Time::ZERO, "no timer had to fire");
 }
@@ -127,14 +133,23 @@ fn batches_respect_the_request_limit() {
     );
 }
 
-/// Section 4.2: the primary assigns sequence numbers only up to the high watermark h + L. Until a
-/// checkpoint moves h, requests beyond the window wait in the primary's queue.
+/// Section 4.2: the primary assigns sequence numbers only up to the high watermark h + L. While no
+/// checkpoint becomes stable (here every CHECKPOINT is lost), requests beyond the window wait in
+/// the primary's queue even though nothing is in flight.
 #[test]
 fn primary_does_not_assign_beyond_the_high_watermark() {
     let mut config = harness::config(1, 3);
     config.limits.window = 4;
+    config.limits.checkpoint_interval = 4;
     config.limits.max_in_flight_batches = 1;
     let mut cluster = Cluster::new(config);
+    let checkpoint = bft_core::MessageKind::Checkpoint;
+    let verifier = cluster.verifier.clone();
+    cluster.filter = Some(Box::new(move |envelope| {
+        verifier
+            .verify(envelope.frame.clone())
+            .map_or(true, |m| m.kind() != checkpoint)
+    }));
     let done = cluster.run_closed_loop(&ids(1), 10, Duration::from_secs(5), op);
     assert_eq!(
         done, 4,

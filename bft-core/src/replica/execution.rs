@@ -2,10 +2,12 @@
 
 use super::normal_case::client_of;
 use super::{Actions, Destination, Executed, Outgoing, Replica};
+use crate::ids::ClientId;
 use crate::ids::SeqNum;
-use crate::messages::{Reply, Request};
+use crate::messages::{Outcome, Reply, Request};
 use crate::service::{ExecuteContext, Service, execute_contained};
 use crate::verify::Verified;
+use bytes::Bytes;
 
 impl<S: Service> Replica<S> {
     /// Executes committed batches strictly in sequence order: batch n runs only after every batch
@@ -29,6 +31,7 @@ impl<S: Service> Replica<S> {
             }
             self.last_executed = seq;
             self.metrics.batches_executed += 1;
+            self.checkpoint_if_due(seq, actions);
         }
     }
 
@@ -52,15 +55,10 @@ impl<S: Service> Replica<S> {
             &request.message().operation,
             self.config.limits.max_reply_bytes,
         );
-        let reply = Reply {
-            view: self.view,
-            client,
-            timestamp,
-            outcome: outcome.clone(),
-        };
-        let (frame, _) = self.sign(&reply);
+        let frame = self.reply_frame(client, timestamp, outcome.clone());
         let record = self.clients.entry(client);
         record.last_executed = timestamp;
+        record.last_outcome = Some(outcome.clone());
         record.last_reply = Some(frame.clone());
         if record.in_progress <= timestamp {
             record.in_progress = 0;
@@ -77,5 +75,29 @@ impl<S: Service> Replica<S> {
             request: request.digest(),
             outcome,
         });
+    }
+
+    /// The signed reply for `client`'s request `timestamp` with `outcome`.
+    fn reply_frame(&self, client: ClientId, timestamp: u64, outcome: Outcome) -> Bytes {
+        self.sign(&Reply {
+            view: self.view,
+            client,
+            timestamp,
+            outcome,
+        })
+        .0
+    }
+
+    /// The reply to `client`'s last executed request: the cached frame, or one signed now from
+    /// the recorded outcome (after state transfer, which carries outcomes but not signatures).
+    pub(super) fn cached_reply(&mut self, client: ClientId) -> Option<Bytes> {
+        let record = self.clients.get(client)?;
+        if let Some(frame) = &record.last_reply {
+            return Some(frame.clone());
+        }
+        let (timestamp, outcome) = (record.last_executed, record.last_outcome.clone()?);
+        let frame = self.reply_frame(client, timestamp, outcome);
+        self.clients.entry(client).last_reply = Some(frame.clone());
+        Some(frame)
     }
 }

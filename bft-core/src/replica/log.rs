@@ -84,4 +84,9 @@ impl Log {
     pub(crate) fn slots(&self) -> impl Iterator<Item = (&SeqNum, &Slot)> {
         self.slots.iter()
     }
+
+    /// Drops every slot at or below `seq` (garbage collection at a stable checkpoint).
+    pub(crate) fn discard_through(&mut self, seq: SeqNum) {
+        self.slots = self.slots.split_off(&seq.next());
+    }
 }

@@ -5,15 +5,18 @@
 //! execution. View change, checkpoints and state transfer come in their own files.
 
 mod actions;
+mod checkpoints;
 mod execution;
 mod log;
 mod normal_case;
 mod rejection;
 mod requests;
+mod state_transfer;
 
 pub use actions::{
     Actions, Destination, Executed, MemoryStorage, Outgoing, Rejected, SignedRecord, Storage,
 };
+pub use checkpoints::StableCertificate;
 pub use rejection::Rejection;
 
 use crate::codec::{FrameRef, Header};
@@ -24,8 +27,10 @@ use crate::service::Service;
 use crate::verify::{Verified, VerifiedMessage};
 use bft_crypto::{Digest, KeyPair, sha256};
 use bytes::Bytes;
+use checkpoints::{CheckpointVotes, StoredCheckpoint};
 use log::Log;
 use requests::{ClientTable, RequestQueue};
+use state_transfer::Transfer;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -51,6 +56,22 @@ pub struct Metrics {
     pub requests_executed: u64,
     /// Retransmitted requests answered from the last-reply cache.
     pub replies_from_cache: u64,
+    /// Checkpoints taken.
+    pub checkpoints_taken: u64,
+    /// Checkpoints that became stable here.
+    pub checkpoints_stable: u64,
+    /// Checkpoints whose state had more chunks than a manifest can list (peers cannot fetch it).
+    pub oversized_checkpoints: u64,
+    /// State transfers started.
+    pub state_transfers_started: u64,
+    /// State transfers completed.
+    pub state_transfers_completed: u64,
+    /// Manifests or chunks from peers that did not match the certified digest.
+    pub bad_state_served: u64,
+    /// Fetched states the service could not restore.
+    pub state_restore_failures: u64,
+    /// Manifests and chunks served to peers.
+    pub state_fetches_served: u64,
 }
 
 /// A summary of what the replica holds, for tests and monitoring. Two equal statuses around a
@@ -79,6 +100,12 @@ pub struct Status {
     pub queued_requests: usize,
     /// Clients with a record (last timestamp and reply).
     pub client_records: usize,
+    /// CHECKPOINT messages held.
+    pub checkpoint_votes_held: usize,
+    /// Checkpoint states held (the stable one and newer ones).
+    pub checkpoint_states_held: usize,
+    /// The checkpoint being fetched by state transfer, if any.
+    pub fetching_state: Option<SeqNum>,
     /// Digest of the service state.
     pub service_digest: Digest,
 }
@@ -98,6 +125,11 @@ pub struct Replica<S: Service> {
     log: Log,
     clients: ClientTable,
     queue: RequestQueue,
+    /// States of checkpoints at or above h (the stable one is kept to serve state transfer).
+    own_checkpoints: BTreeMap<SeqNum, StoredCheckpoint>,
+    checkpoint_votes: CheckpointVotes,
+    stable: Option<StableCertificate>,
+    transfer: Option<Transfer>,
     metrics: Metrics,
     now: Time,
 }
@@ -133,6 +165,10 @@ impl<S: Service> Replica<S> {
             log: Log::default(),
             clients: ClientTable::default(),
             queue: RequestQueue::default(),
+            own_checkpoints: BTreeMap::new(),
+            checkpoint_votes: CheckpointVotes::default(),
+            stable: None,
+            transfer: None,
             metrics: Metrics::default(),
             now: Time::ZERO,
         })
@@ -149,10 +185,12 @@ impl<S: Service> Replica<S> {
         let mut actions = Actions::default();
         match input {
             Input::Message(message) => self.on_message(message, &mut actions),
-            Input::Tick => {}
+            Input::Tick => self.state_transfer_tick(&mut actions),
         }
         self.propose_batches(&mut actions);
         self.execute_committed(&mut actions);
+        // Execution may be stuck below a certified checkpoint: fetch it.
+        self.act_on_certificates(&mut actions);
         // Execution frees room in the pipeline: propose again.
         self.propose_batches(&mut actions);
         #[cfg(debug_assertions)]
@@ -160,10 +198,9 @@ impl<S: Service> Replica<S> {
         actions
     }
 
-    /// The next time the replica needs a [`Input::Tick`], if any. The normal case has no timers;
-    /// view change adds them.
+    /// The next time the replica needs a [`Input::Tick`], if any: the state-transfer retry.
     pub fn poll_timeout(&self) -> Option<Time> {
-        None
+        self.state_transfer_deadline()
     }
 
     /// This replica's id.
@@ -206,6 +243,9 @@ impl<S: Service> Replica<S> {
             commits_held: slots().map(|s| s.commits.len()).sum(),
             queued_requests: self.queue.len(),
             client_records: self.clients.records.len(),
+            checkpoint_votes_held: self.checkpoint_votes.len(),
+            checkpoint_states_held: self.own_checkpoints.len(),
+            fetching_state: self.transfer.as_ref().map(|t| t.target.seq),
             service_digest: self.service.state_digest(),
         }
     }
@@ -219,6 +259,10 @@ impl<S: Service> Replica<S> {
             VerifiedMessage::Prepare(m) => self.on_prepare(m, actions),
             VerifiedMessage::Commit(m) => self.on_commit(m, actions),
             VerifiedMessage::Reply(_) => Err(Rejection::NotForReplicas),
+            VerifiedMessage::Checkpoint(m) => self.on_checkpoint(m, actions),
+            VerifiedMessage::FetchState(m) => self.on_fetch_state(m, actions),
+            VerifiedMessage::StateManifest(m) => self.on_state_manifest(m, actions),
+            VerifiedMessage::StateChunk(m) => self.on_state_chunk(m, actions),
         };
         if let Err(reason) = result {
             *self
@@ -255,7 +299,12 @@ impl<S: Service> Replica<S> {
     }
 
     fn in_window(&self, seq: SeqNum) -> Result<(), Rejection> {
-        if seq > self.low_watermark && seq <= self.high_watermark() {
+        if seq <= self.low_watermark {
+            Err(Rejection::Late {
+                seq,
+                low: self.low_watermark,
+            })
+        } else if seq <= self.high_watermark() {
             Ok(())
         } else {
             Err(Rejection::OutsideWindow {
@@ -278,6 +327,19 @@ impl<S: Service> Replica<S> {
         assert!(self.queue.len() <= self.config.clients.len());
         assert!(self.clients.records.len() <= self.config.clients.len());
         assert!(self.last_executed >= self.low_watermark);
+        let limits = &self.config.limits;
+        let checkpoints_in_window = (limits.window / limits.checkpoint_interval + 1) as usize;
+        assert!(self.checkpoint_votes.len() <= (checkpoints_in_window + 1) * n);
+        assert!(self.own_checkpoints.len() <= checkpoints_in_window + 1);
+        assert!(
+            self.own_checkpoints
+                .keys()
+                .all(|seq| *seq >= self.low_watermark)
+        );
+        if let Some(stable) = &self.stable {
+            assert_eq!(stable.seq, self.low_watermark);
+            assert!(stable.proof.len() >= self.config.quorum());
+        }
         if self.is_primary() {
             assert!(self.last_assigned >= self.last_executed);
             assert!(
@@ -291,6 +353,7 @@ impl<S: Service> Replica<S> {
 fn rejection_label(reason: &Rejection) -> &'static str {
     match reason {
         Rejection::WrongView { .. } => "wrong_view",
+        Rejection::Late { .. } => "late",
         Rejection::OutsideWindow { .. } => "outside_window",
         Rejection::NotFromPrimary { .. } => "not_from_primary",
         Rejection::PrepareFromPrimary => "prepare_from_primary",
@@ -301,6 +364,11 @@ fn rejection_label(reason: &Rejection) -> &'static str {
         Rejection::Duplicate => "duplicate",
         Rejection::StaleRequest { .. } => "stale_request",
         Rejection::NotForReplicas => "not_for_replicas",
+        Rejection::MisalignedCheckpoint { .. } => "misaligned_checkpoint",
+        Rejection::StateUnavailable { .. } => "state_unavailable",
+        Rejection::UnsolicitedState => "unsolicited_state",
+        Rejection::StateMismatch => "state_mismatch",
+        Rejection::CatchingUp { .. } => "catching_up",
     }
 }
 

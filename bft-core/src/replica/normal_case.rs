@@ -22,24 +22,21 @@ impl<S: Service> Replica<S> {
             unreachable!("the verifier admits requests from clients only")
         };
         let timestamp = request.message().timestamp;
-        let record = self.clients.get(client).cloned().unwrap_or_default();
-        if timestamp <= record.last_executed {
-            return match (&record.last_reply, timestamp == record.last_executed) {
-                (Some(reply), true) => {
-                    self.metrics.replies_from_cache += 1;
-                    actions.send(Outgoing {
-                        to: Destination::Client(client),
-                        frame: reply.clone(),
-                    });
-                    Ok(())
-                }
-                _ => Err(Rejection::StaleRequest {
-                    timestamp,
-                    last: record.last_executed,
-                }),
-            };
+        let last = self.clients.last_executed(client);
+        if timestamp <= last {
+            if timestamp == last
+                && let Some(reply) = self.cached_reply(client)
+            {
+                self.metrics.replies_from_cache += 1;
+                actions.send(Outgoing {
+                    to: Destination::Client(client),
+                    frame: reply,
+                });
+                return Ok(());
+            }
+            return Err(Rejection::StaleRequest { timestamp, last });
         }
-        if timestamp <= record.in_progress {
+        if timestamp <= self.clients.get(client).map_or(0, |r| r.in_progress) {
             return Err(Rejection::Duplicate);
         }
         if self.is_primary() {
@@ -151,6 +148,7 @@ impl<S: Service> Replica<S> {
         }
         self.check_view(view)?;
         self.in_window(seq)?;
+        self.check_caught_up(seq)?;
         let slot = self.log.slot(seq);
         if let Some(accepted) = slot.digest() {
             return Err(if accepted == digest {
@@ -201,6 +199,7 @@ impl<S: Service> Replica<S> {
         }
         self.check_view(view)?;
         self.in_window(seq)?;
+        self.check_caught_up(seq)?;
         let slot = self.log.slot(seq);
         check_vote(
             slot.digest(),
@@ -223,6 +222,7 @@ impl<S: Service> Replica<S> {
         let Commit { view, seq, digest } = *message.message();
         self.check_view(view)?;
         self.in_window(seq)?;
+        self.check_caught_up(seq)?;
         let slot = self.log.slot(seq);
         check_vote(
             slot.digest(),
@@ -270,7 +270,7 @@ impl<S: Service> Replica<S> {
         }
     }
 
-    fn replica_sender(&self, sender: Principal) -> Result<ReplicaId, Rejection> {
+    pub(super) fn replica_sender(&self, sender: Principal) -> Result<ReplicaId, Rejection> {
         match sender {
             Principal::Replica(id) if id == self.id => Err(Rejection::FromSelf),
             Principal::Replica(id) => Ok(id),

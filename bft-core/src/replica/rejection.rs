@@ -13,7 +13,16 @@ pub enum Rejection {
         /// The replica's view.
         current: View,
     },
-    /// The sequence number lies outside the window `(h, h + L]` (PBFT section 4.2).
+    /// The sequence number is at or below the stable checkpoint h: the slot was garbage-collected
+    /// (section 4.3). Normal for votes that arrive after a checkpoint became stable.
+    #[error("sequence number {seq:?} at or below the stable checkpoint {low:?}")]
+    Late {
+        /// The message's sequence number.
+        seq: SeqNum,
+        /// The low watermark h.
+        low: SeqNum,
+    },
+    /// The sequence number lies above the window `(h, h + L]` (PBFT section 4.2).
     #[error("sequence number {seq:?} outside the window ({low:?}, {high:?}]")]
     OutsideWindow {
         /// The message's sequence number.
@@ -61,4 +70,30 @@ pub enum Rejection {
     /// A message kind replicas do not accept (replies are for clients).
     #[error("message kind not accepted by replicas")]
     NotForReplicas,
+    /// A checkpoint at a sequence number that is not a positive multiple of the interval K.
+    #[error("checkpoint at {seq:?} is not at a multiple of the checkpoint interval")]
+    MisalignedCheckpoint {
+        /// The checkpoint's sequence number.
+        seq: SeqNum,
+    },
+    /// A fetch for checkpoint state this replica does not hold (or holds with another digest).
+    #[error("no state held for checkpoint {seq:?} with that digest")]
+    StateUnavailable {
+        /// The checkpoint asked for.
+        seq: SeqNum,
+    },
+    /// State-transfer data that no ongoing fetch asked for.
+    #[error("state transfer data that was not asked for")]
+    UnsolicitedState,
+    /// State-transfer data that does not match the certified digest: the sender is marked bad.
+    #[error("state transfer data does not match the certified digest")]
+    StateMismatch,
+    /// A vote for a sequence number this replica is fetching state for.
+    #[error("replica is fetching state up to {target:?}; not voting on {seq:?}")]
+    CatchingUp {
+        /// The message's sequence number.
+        seq: SeqNum,
+        /// The state transfer's target.
+        target: SeqNum,
+    },
 }

@@ -5,7 +5,7 @@
 //! configuration, whatever clients send.
 
 use crate::ids::ClientId;
-use crate::messages::Request;
+use crate::messages::{Outcome, Request};
 use crate::verify::Verified;
 use bytes::Bytes;
 use std::collections::{BTreeMap, VecDeque};
@@ -15,7 +15,10 @@ use std::collections::{BTreeMap, VecDeque};
 pub(crate) struct ClientRecord {
     /// Timestamp of the client's last executed request (0: none yet; clients start at 1).
     pub(crate) last_executed: u64,
-    /// The signed reply to that request, re-sent when the client retransmits it.
+    /// That request's outcome (part of checkpoint state, so it survives state transfer).
+    pub(crate) last_outcome: Option<Outcome>,
+    /// The signed reply to that request, re-sent when the client retransmits it (a local cache:
+    /// after state transfer it is signed again from `last_outcome`).
     pub(crate) last_reply: Option<Bytes>,
     /// Highest timestamp this replica proposed (as primary) or relayed (as backup) and has not
     /// executed yet: a retransmission of it is not queued or relayed again.

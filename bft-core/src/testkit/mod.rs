@@ -98,7 +98,13 @@ pub struct Cluster {
     pub verify_failures: Vec<(Node, VerifyError)>,
     /// Frames delivered so far.
     pub delivered: u64,
+    /// Called on every frame about to be delivered: return false to drop it; it may also
+    /// rewrite the frame (a Byzantine sender, a lossy link).
+    pub filter: Option<Filter>,
 }
+
+/// See [`Cluster::filter`].
+pub type Filter = Box<dyn FnMut(&mut Envelope) -> bool>;
 
 impl Cluster {
     /// A cluster for `config`, whose keys must be the testkit's [`replica_key`] and
@@ -136,6 +142,7 @@ impl Cluster {
             rejected: Vec::new(),
             verify_failures: Vec::new(),
             delivered: 0,
+            filter: None,
         }
     }
 
@@ -184,9 +191,14 @@ impl Cluster {
 
     /// Delivers one frame; false if the network is empty.
     pub fn deliver_one(&mut self) -> bool {
-        let Some(envelope) = self.network.pop_front() else {
+        let Some(mut envelope) = self.network.pop_front() else {
             return false;
         };
+        if let Some(filter) = self.filter.as_mut()
+            && !filter(&mut envelope)
+        {
+            return true;
+        }
         self.delivered += 1;
         let message = match self.verifier.verify(envelope.frame) {
             Ok(message) => message,
