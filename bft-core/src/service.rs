@@ -37,10 +37,14 @@ pub trait Service {
     /// Executes one operation and returns the reply bytes.
     fn execute(&mut self, context: &ExecuteContext, operation: &[u8]) -> Vec<u8>;
 
-    /// Serializes the whole state (for checkpoints and state transfer).
+    /// Serializes the whole state (for checkpoints and state transfer). Equal states must give
+    /// equal bytes on every replica: the checkpoint digest that 2f+1 replicas sign is computed
+    /// over these bytes.
     fn snapshot(&self) -> Vec<u8>;
 
-    /// Replaces the state with a snapshot taken by [`Service::snapshot`].
+    /// Replaces the state with a snapshot taken by [`Service::snapshot`] (on this or another
+    /// replica: state transfer installs snapshots that other replicas took). On error the state
+    /// must be left as it was.
     fn restore(&mut self, snapshot: &[u8]) -> Result<(), RestoreError>;
 
     /// A digest of the state; equal states must give equal digests. The default digests the

@@ -141,12 +141,13 @@ fn a_replica_cut_off_for_several_intervals_catches_up_by_state_transfer() {
     );
 }
 
-/// Rewrites state-transfer data that `byzantine` sends to `victim`, re-signed with the Byzantine
-/// replica's real key, so only the digest checks can catch it.
+/// Rewrites the manifests (or else the chunks) that `byzantine` sends to `victim`, re-signed with
+/// the Byzantine replica's real key, so only the digest checks can catch it.
 fn corrupt_state_from(
     cluster: &Cluster,
     byzantine: ReplicaId,
     victim: ReplicaId,
+    manifests: bool,
 ) -> impl FnMut(&mut Envelope) -> bool + 'static {
     let verifier = cluster.verifier.clone();
     let cluster_id = cluster.config.cluster_id;
@@ -157,12 +158,12 @@ fn corrupt_state_from(
         }
         let sender = Principal::Replica(byzantine);
         match verifier.verify(envelope.frame.clone()) {
-            Ok(VerifiedMessage::StateChunk(chunk)) => {
+            Ok(VerifiedMessage::StateChunk(chunk)) if !manifests => {
                 let mut bad: StateChunk = chunk.message().clone();
                 bad.data[0] ^= 0xff;
                 envelope.frame = bad.sign(&key, cluster_id, sender);
             }
-            Ok(VerifiedMessage::StateManifest(manifest)) => {
+            Ok(VerifiedMessage::StateManifest(manifest)) if manifests => {
                 let mut bad: StateManifest = manifest.message().clone();
                 bad.chunk_digests[0] = Digest([7; 32]);
                 envelope.frame = bad.sign(&key, cluster_id, sender);
@@ -185,21 +186,8 @@ fn a_byzantine_state_server_is_detected_and_replaced() {
         cluster.silent.insert(ReplicaId(3));
         run_rounds(&mut cluster, 4, 1, 30, |_, _| {});
         // The lagging replica 3 asks replica 0 first (the signer after itself).
-        let mut corrupt = corrupt_state_from(&cluster, ReplicaId(0), ReplicaId(3));
-        let mut manifest_seen = false;
-        let verifier = cluster.verifier.clone();
-        cluster.filter = Some(Box::new(move |envelope| {
-            // In the chunk case, let the manifest through untouched and corrupt the chunks.
-            if !corrupt_manifest && !manifest_seen {
-                if let Ok(VerifiedMessage::StateManifest(_)) =
-                    verifier.verify(envelope.frame.clone())
-                {
-                    manifest_seen = envelope.from == Node::Replica(ReplicaId(0));
-                    return true;
-                }
-            }
-            corrupt(envelope)
-        }));
+        let corrupt = corrupt_state_from(&cluster, ReplicaId(0), ReplicaId(3), corrupt_manifest);
+        cluster.filter = Some(Box::new(corrupt));
         cluster.silent.clear();
         run_rounds(&mut cluster, 4, 1, 20, |_, _| {});
         let lagging = &cluster.replicas[3];

@@ -130,6 +130,7 @@ fn window_must_be_at_least_two() {
     }
     edited(|c| {
         c.limits.window = 2;
+        c.limits.checkpoint_interval = 1;
         c.limits.max_in_flight_batches = 2;
     })
     .validate()
@@ -147,12 +148,14 @@ fn in_flight_batches_must_fit_the_window() {
     assert_eq!(
         field(&edited(|c| {
             c.limits.window = 4;
+            c.limits.checkpoint_interval = 2;
             c.limits.max_in_flight_batches = 5;
         })),
         "limits.max_in_flight_batches"
     );
     edited(|c| {
         c.limits.window = 4;
+        c.limits.checkpoint_interval = 2;
         c.limits.max_in_flight_batches = 4;
     })
     .validate()
@@ -270,6 +273,7 @@ fn the_largest_valid_frames_fit_the_validated_limits() {
     let mut config = ClusterConfig::new(u64::MAX, 1, replicas, clients);
     config.limits.max_operation_bytes = 1000;
     config.limits.max_reply_bytes = 1000;
+    config.limits.state_chunk_bytes = 1000;
     config.limits.max_batch_requests = 4;
     let request = Request {
         timestamp: u64::MAX,
@@ -338,4 +342,26 @@ fn reply_window_and_message_caps_are_enforced() {
         config.validate().unwrap_err().field,
         "limits.max_message_bytes"
     );
+}
+
+/// Section 4.3: the checkpoint interval K lies between 1 and the window (a checkpoint must be
+/// reachable without leaving the window), state chunks fit in a frame, and the state-transfer
+/// retry is positive.
+#[test]
+fn checkpoint_and_state_transfer_limits_are_checked() {
+    for interval in [0, 257] {
+        let config = edited(|c| {
+            c.limits.window = 256;
+            c.limits.checkpoint_interval = interval;
+        });
+        assert_eq!(field(&config), "limits.checkpoint_interval");
+    }
+    for chunk in [0, 4 << 20] {
+        assert_eq!(
+            field(&edited(|c| c.limits.state_chunk_bytes = chunk)),
+            "limits.state_chunk_bytes"
+        );
+    }
+    let config = edited(|c| c.timing.state_transfer_retry = std::time::Duration::ZERO);
+    assert_eq!(field(&config), "timing.state_transfer_retry");
 }

@@ -169,23 +169,6 @@ fn reframe(
     .encode()
 }
 
-/// The label a rejection is counted under in `Metrics::rejected`.
-fn label(reason: &Rejection) -> &'static str {
-    match reason {
-        Rejection::WrongView { .. } => "wrong_view",
-        Rejection::OutsideWindow { .. } => "outside_window",
-        Rejection::NotFromPrimary { .. } => "not_from_primary",
-        Rejection::PrepareFromPrimary => "prepare_from_primary",
-        Rejection::FromSelf => "from_self",
-        Rejection::ConflictingPrePrepare => "conflicting_pre_prepare",
-        Rejection::ConflictingVote => "conflicting_vote",
-        Rejection::DigestMismatch => "digest_mismatch",
-        Rejection::Duplicate => "duplicate",
-        Rejection::StaleRequest { .. } => "stale_request",
-        Rejection::NotForReplicas => "not_for_replicas",
-    }
-}
-
 /// Steps `replica` with `message` and asserts it is refused for exactly `reason`, with no effect:
 /// one `Rejected` record, one more count under the reason's label (every other metric unchanged),
 /// nothing persisted, sent or executed, and an unchanged status.
@@ -211,7 +194,7 @@ fn assert_rejected(replica: &mut Replica<LogService>, message: VerifiedMessage, 
         status,
         "a refused {kind:?} changed the replica"
     );
-    *metrics.rejected.entry(label(&reason)).or_default() += 1;
+    *metrics.rejected.entry(reason.label()).or_default() += 1;
     assert_eq!(replica.metrics(), &metrics);
 }
 
@@ -461,6 +444,7 @@ fn oversized_frame_is_too_large_without_decoding() {
     let mut config = harness::config(1, 3);
     config.limits.max_operation_bytes = 64;
     config.limits.max_reply_bytes = 64;
+    config.limits.state_chunk_bytes = 64;
     config.limits.max_batch_requests = 2;
     config.limits.max_batch_bytes = 2 * config.limits.max_request_frame_bytes();
     config.limits.max_message_bytes = config.limits.max_batch_bytes
@@ -884,16 +868,25 @@ fn messages_for_another_view_are_wrong_view() {
 fn sequence_numbers_outside_the_window_are_refused() {
     let mut config = harness::config(1, 3);
     config.limits.window = 4;
+    config.limits.checkpoint_interval = 2;
     config.limits.max_in_flight_batches = 2;
     let fx = Fixture::with(config);
     let mut backup = fx.replica(1);
     let request = fx.request(1, 1, b"op");
     let digest = fx.batch_digest(std::slice::from_ref(&request));
     for seq in [0, 5, 1000] {
-        let outside = Rejection::OutsideWindow {
-            seq: SeqNum(seq),
-            low: SeqNum(0),
-            high: SeqNum(4),
+        // At or below h the slot is gone (section 4.3); above h + L it is not yet open.
+        let outside = if seq == 0 {
+            Rejection::Late {
+                seq: SeqNum(0),
+                low: SeqNum(0),
+            }
+        } else {
+            Rejection::OutsideWindow {
+                seq: SeqNum(seq),
+                low: SeqNum(0),
+                high: SeqNum(4),
+            }
         };
         let frames = [
             fx.pre_prepare(0, 0, seq, std::slice::from_ref(&request)),

@@ -133,7 +133,7 @@ impl<S: Service> Replica<S> {
     /// Takes a checkpoint after executing `seq` if it is a multiple of K: stores the state,
     /// multicasts a signed CHECKPOINT, and counts its own vote.
     pub(super) fn checkpoint_if_due(&mut self, seq: SeqNum, actions: &mut Actions) {
-        if seq.0 % self.config.limits.checkpoint_interval != 0 {
+        if !seq.0.is_multiple_of(self.config.limits.checkpoint_interval) {
             return;
         }
         let state = CheckpointState {
@@ -187,7 +187,7 @@ impl<S: Service> Replica<S> {
     ) -> Result<(), Rejection> {
         let sender = self.replica_sender(message.sender())?;
         let Checkpoint { seq, digest } = *message.message();
-        if seq.0 == 0 || seq.0 % self.config.limits.checkpoint_interval != 0 {
+        if seq.0 == 0 || !seq.0.is_multiple_of(self.config.limits.checkpoint_interval) {
             return Err(Rejection::MisalignedCheckpoint { seq });
         }
         if seq <= self.low_watermark {

@@ -265,11 +265,7 @@ impl<S: Service> Replica<S> {
             VerifiedMessage::StateChunk(m) => self.on_state_chunk(m, actions),
         };
         if let Err(reason) = result {
-            *self
-                .metrics
-                .rejected
-                .entry(rejection_label(&reason))
-                .or_default() += 1;
+            *self.metrics.rejected.entry(reason.label()).or_default() += 1;
             actions.rejected.push(Rejected { from, kind, reason });
         }
     }
@@ -347,28 +343,6 @@ impl<S: Service> Replica<S> {
                     <= self.config.limits.max_in_flight_batches
             );
         }
-    }
-}
-
-fn rejection_label(reason: &Rejection) -> &'static str {
-    match reason {
-        Rejection::WrongView { .. } => "wrong_view",
-        Rejection::Late { .. } => "late",
-        Rejection::OutsideWindow { .. } => "outside_window",
-        Rejection::NotFromPrimary { .. } => "not_from_primary",
-        Rejection::PrepareFromPrimary => "prepare_from_primary",
-        Rejection::FromSelf => "from_self",
-        Rejection::ConflictingPrePrepare => "conflicting_pre_prepare",
-        Rejection::ConflictingVote => "conflicting_vote",
-        Rejection::DigestMismatch => "digest_mismatch",
-        Rejection::Duplicate => "duplicate",
-        Rejection::StaleRequest { .. } => "stale_request",
-        Rejection::NotForReplicas => "not_for_replicas",
-        Rejection::MisalignedCheckpoint { .. } => "misaligned_checkpoint",
-        Rejection::StateUnavailable { .. } => "state_unavailable",
-        Rejection::UnsolicitedState => "unsolicited_state",
-        Rejection::StateMismatch => "state_mismatch",
-        Rejection::CatchingUp { .. } => "catching_up",
     }
 }
 

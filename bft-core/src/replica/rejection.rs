@@ -97,3 +97,28 @@ pub enum Rejection {
         target: SeqNum,
     },
 }
+
+impl Rejection {
+    /// A short name for the reason, the key it is counted under in `Metrics::rejected`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Rejection::WrongView { .. } => "wrong_view",
+            Rejection::Late { .. } => "late",
+            Rejection::OutsideWindow { .. } => "outside_window",
+            Rejection::NotFromPrimary { .. } => "not_from_primary",
+            Rejection::PrepareFromPrimary => "prepare_from_primary",
+            Rejection::FromSelf => "from_self",
+            Rejection::ConflictingPrePrepare => "conflicting_pre_prepare",
+            Rejection::ConflictingVote => "conflicting_vote",
+            Rejection::DigestMismatch => "digest_mismatch",
+            Rejection::Duplicate => "duplicate",
+            Rejection::StaleRequest { .. } => "stale_request",
+            Rejection::NotForReplicas => "not_for_replicas",
+            Rejection::MisalignedCheckpoint { .. } => "misaligned_checkpoint",
+            Rejection::StateUnavailable { .. } => "state_unavailable",
+            Rejection::UnsolicitedState => "unsolicited_state",
+            Rejection::StateMismatch => "state_mismatch",
+            Rejection::CatchingUp { .. } => "catching_up",
+        }
+    }
+}
