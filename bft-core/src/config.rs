@@ -16,6 +16,10 @@ pub const PRE_PREPARE_OVERHEAD_BYTES: usize = FRAME_OVERHEAD_BYTES + 64;
 /// Upper bound on the per-request bytes a pre-prepare adds (each request's length prefix).
 pub const PER_REQUEST_OVERHEAD_BYTES: usize = 5;
 
+/// Upper bound on the bytes one embedded vote (an encoded prepare or commit frame and its length
+/// prefix) adds to a certificate.
+pub const CERTIFICATE_VOTE_BYTES: usize = 160;
+
 /// The largest `limits.max_message_bytes` (and operation) a configuration may set: 256 MiB.
 pub const MAX_MESSAGE_BYTES: usize = 256 << 20;
 
@@ -208,6 +212,16 @@ impl ClusterConfig {
             }
         }
         self.limits.validate()?;
+        let required = self.limits.required_message_bytes(self.n());
+        if self.limits.max_message_bytes < required {
+            return Err(invalid(
+                "limits.max_message_bytes",
+                format!(
+                    "must hold the largest pre-prepare the batch limits allow with a commit \
+                     certificate around it ({required} bytes)"
+                ),
+            ));
+        }
         if self.timing.client_retransmit.is_zero() {
             return Err(invalid("timing.client_retransmit", "must be positive"));
         }
@@ -224,6 +238,22 @@ impl Limits {
     pub fn max_request_frame_bytes(&self) -> usize {
         self.max_operation_bytes
             .saturating_add(FRAME_OVERHEAD_BYTES + 20)
+    }
+
+    /// The smallest `max_message_bytes` these limits allow in a cluster of `n`: the largest
+    /// pre-prepare the batch limits allow, wrapped with n commit frames as a committed-batch
+    /// certificate.
+    pub fn required_message_bytes(&self, n: usize) -> usize {
+        let largest_pre_prepare = self
+            .max_batch_bytes
+            .saturating_add(
+                self.max_batch_requests
+                    .saturating_mul(PER_REQUEST_OVERHEAD_BYTES),
+            )
+            .saturating_add(PRE_PREPARE_OVERHEAD_BYTES);
+        largest_pre_prepare
+            .saturating_add(n.saturating_mul(CERTIFICATE_VOTE_BYTES))
+            .saturating_add(FRAME_OVERHEAD_BYTES + 16)
     }
 
     /// Most chunks a checkpoint's state may have: as many chunk digests as fit in one manifest
@@ -271,18 +301,10 @@ impl Limits {
                 ),
             ));
         }
-        let largest_pre_prepare = self
-            .max_batch_requests
-            .checked_mul(PER_REQUEST_OVERHEAD_BYTES)
-            .and_then(|x| x.checked_add(self.max_batch_bytes))
-            .and_then(|x| x.checked_add(PRE_PREPARE_OVERHEAD_BYTES))
-            .ok_or_else(|| invalid("limits.max_batch_bytes", "batch limits overflow"))?;
-        if self.max_message_bytes < largest_pre_prepare {
+        if self.max_batch_requests > MAX_MESSAGE_BYTES || self.max_batch_bytes > MAX_MESSAGE_BYTES {
             return Err(invalid(
-                "limits.max_message_bytes",
-                format!(
-                    "must hold the largest pre-prepare the batch limits allow ({largest_pre_prepare} bytes)"
-                ),
+                "limits.max_batch_bytes",
+                format!("batch limits must be at most {MAX_MESSAGE_BYTES}"),
             ));
         }
         if self.window < 2 || self.window > MAX_WINDOW {

@@ -32,6 +32,10 @@ pub enum MessageKind {
     StateManifest,
     /// One chunk of a checkpoint's state.
     StateChunk,
+    /// A replica's request for committed batches it is missing.
+    FetchCommitted,
+    /// A committed batch with the certificate that proves it committed.
+    CommittedBatch,
 }
 
 impl MessageKind {
@@ -47,6 +51,8 @@ impl MessageKind {
             MessageKind::FetchState => 7,
             MessageKind::StateManifest => 8,
             MessageKind::StateChunk => 9,
+            MessageKind::FetchCommitted => 10,
+            MessageKind::CommittedBatch => 11,
         }
     }
 
@@ -280,4 +286,44 @@ pub fn checkpoint_digest(manifest: &StateManifest) -> Digest {
         builder.update(digest.as_bytes());
     }
     builder.finish()
+}
+
+/// A lagging replica asks a peer for the committed batches from `from` on (TOCS 2002 section 6:
+/// what follows the checkpoint it restored, or batches whose messages it missed). The peer answers
+/// with up to [`MAX_BATCHES_PER_FETCH`] [`CommittedBatch`] messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FetchCommitted {
+    /// The first sequence number wanted.
+    pub from: SeqNum,
+}
+
+impl WireMessage for FetchCommitted {
+    const KIND: MessageKind = MessageKind::FetchCommitted;
+}
+
+/// Most batches a replica sends in answer to one [`FetchCommitted`].
+pub const MAX_BATCHES_PER_FETCH: u64 = 16;
+
+/// A committed batch as it travels: the primary's pre-prepare and 2f+1 matching commits from
+/// distinct replicas, each the original signed frame, so the receiver needs to trust no one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommittedBatchPayload {
+    /// The pre-prepare frame.
+    pub pre_prepare: serde_bytes::ByteBuf,
+    /// The commit frames.
+    pub commits: Vec<serde_bytes::ByteBuf>,
+}
+
+impl WireMessage for CommittedBatchPayload {
+    const KIND: MessageKind = MessageKind::CommittedBatch;
+}
+
+/// A committed batch after verification: every embedded frame verified. Whether the commits form
+/// a certificate for the pre-prepare is checked by the replica.
+#[derive(Debug, Clone)]
+pub struct CommittedBatch {
+    /// The pre-prepare, with its verified requests.
+    pub pre_prepare: Box<Verified<PrePrepare>>,
+    /// The commits.
+    pub commits: Vec<Verified<Commit>>,
 }

@@ -11,8 +11,9 @@ use crate::codec::{self, DecodeError, Header};
 use crate::config::{ClusterConfig, ConfigError};
 use crate::ids::{Principal, ReplicaId};
 use crate::messages::{
-    Checkpoint, Commit, FetchState, MessageKind, PrePrepare, PrePreparePayload, Prepare, Reply,
-    Request, StateChunk, StateManifest, batch_digest,
+    Checkpoint, Commit, CommittedBatch, CommittedBatchPayload, FetchCommitted, FetchState,
+    MessageKind, PrePrepare, PrePreparePayload, Prepare, Reply, Request, StateChunk, StateManifest,
+    batch_digest,
 };
 use bft_crypto::{BatchVerifier, Digest, PublicKey, Signature, sha256, verify_raw};
 use bytes::Bytes;
@@ -82,6 +83,10 @@ pub enum VerifiedMessage {
     StateManifest(Verified<StateManifest>),
     /// A chunk of checkpoint state.
     StateChunk(Verified<StateChunk>),
+    /// A request for committed batches.
+    FetchCommitted(Verified<FetchCommitted>),
+    /// A committed batch with its commit certificate.
+    CommittedBatch(Verified<CommittedBatch>),
 }
 
 /// Applies `$body` to the `Verified<_>` inside any variant.
@@ -97,6 +102,8 @@ macro_rules! each_variant {
             VerifiedMessage::FetchState($m) => $body,
             VerifiedMessage::StateManifest($m) => $body,
             VerifiedMessage::StateChunk($m) => $body,
+            VerifiedMessage::FetchCommitted($m) => $body,
+            VerifiedMessage::CommittedBatch($m) => $body,
         }
     };
 }
@@ -119,6 +126,8 @@ impl VerifiedMessage {
             VerifiedMessage::FetchState(_) => MessageKind::FetchState,
             VerifiedMessage::StateManifest(_) => MessageKind::StateManifest,
             VerifiedMessage::StateChunk(_) => MessageKind::StateChunk,
+            VerifiedMessage::FetchCommitted(_) => MessageKind::FetchCommitted,
+            VerifiedMessage::CommittedBatch(_) => MessageKind::CommittedBatch,
         }
     }
 
@@ -188,6 +197,20 @@ pub enum VerifyError {
         /// The limit.
         max: usize,
     },
+    /// A message embedded in a certificate is invalid, of the wrong kind, or too many.
+    #[error("embedded message {index} rejected: {error}")]
+    Embedded {
+        /// Position among the embedded messages.
+        index: usize,
+        /// Why it was rejected.
+        error: Box<VerifyError>,
+    },
+    /// A certificate embeds a message of a kind it cannot hold.
+    #[error("a {0:?} cannot be embedded here")]
+    UnexpectedEmbeddedKind(MessageKind),
+    /// A certificate embeds more messages than the cluster has replicas.
+    #[error("{0} embedded votes exceed the number of replicas")]
+    TooManyEmbedded(usize),
     /// A pre-prepare's digest does not match its requests.
     #[error("pre-prepare digest does not match its batch")]
     BatchDigestMismatch,
@@ -408,6 +431,17 @@ impl Verifier {
                     digest,
                 ))
             }
+            MessageKind::FetchCommitted => VerifiedMessage::FetchCommitted(Verified::new(
+                sender,
+                codec::decode(parsed.payload())?,
+                parsed.frame,
+                digest,
+            )),
+            MessageKind::CommittedBatch => {
+                let payload: CommittedBatchPayload = codec::decode(parsed.payload())?;
+                let batch = self.verify_committed_batch(payload)?;
+                VerifiedMessage::CommittedBatch(Verified::new(sender, batch, parsed.frame, digest))
+            }
             MessageKind::StateChunk => {
                 let chunk: StateChunk = codec::decode(parsed.payload())?;
                 let max = self.config.limits.state_chunk_bytes;
@@ -420,6 +454,89 @@ impl Verifier {
                 VerifiedMessage::StateChunk(Verified::new(sender, chunk, parsed.frame, digest))
             }
         }))
+    }
+
+    /// Verifies the frames a certificate embeds, which must be votes or pre-prepares (never
+    /// further certificates, which bounds the nesting).
+    fn verify_embedded(
+        &self,
+        frames: Vec<serde_bytes::ByteBuf>,
+    ) -> Result<Vec<VerifiedMessage>, VerifyError> {
+        if frames.len() > self.config.n() + 1 {
+            return Err(VerifyError::TooManyEmbedded(frames.len()));
+        }
+        // Check kinds before verifying: a certificate inside a certificate is refused without
+        // being decoded, so nesting (and recursion) stops at one level.
+        let max = self.config.limits.max_message_bytes;
+        for (index, frame) in frames.iter().enumerate() {
+            let embed = |error| VerifyError::Embedded {
+                index,
+                error: Box::new(error),
+            };
+            let kind = codec::decode_frame(frame, max)
+                .map_err(|e| embed(e.into()))?
+                .header
+                .kind;
+            if !matches!(
+                kind,
+                MessageKind::PrePrepare | MessageKind::Prepare | MessageKind::Commit
+            ) {
+                return Err(embed(VerifyError::UnexpectedEmbeddedKind(kind)));
+            }
+        }
+        let frames = frames
+            .into_iter()
+            .map(|f| Bytes::from(f.into_vec()))
+            .collect();
+        self.verify_all(frames, Mode::Batch)
+            .into_iter()
+            .enumerate()
+            .map(|(index, result)| {
+                let embed = |error| VerifyError::Embedded {
+                    index,
+                    error: Box::new(error),
+                };
+                match result {
+                    Ok(
+                        m @ (VerifiedMessage::PrePrepare(_)
+                        | VerifiedMessage::Prepare(_)
+                        | VerifiedMessage::Commit(_)),
+                    ) => Ok(m),
+                    Ok(other) => Err(embed(VerifyError::UnexpectedEmbeddedKind(other.kind()))),
+                    Err(error) => Err(embed(error)),
+                }
+            })
+            .collect()
+    }
+
+    fn verify_committed_batch(
+        &self,
+        payload: CommittedBatchPayload,
+    ) -> Result<CommittedBatch, VerifyError> {
+        let mut frames = vec![payload.pre_prepare];
+        frames.extend(payload.commits);
+        let mut messages = self.verify_embedded(frames)?.into_iter().enumerate();
+        let pre_prepare = match messages.next() {
+            Some((_, VerifiedMessage::PrePrepare(p))) => p,
+            Some((index, other)) => {
+                let error = Box::new(VerifyError::UnexpectedEmbeddedKind(other.kind()));
+                return Err(VerifyError::Embedded { index, error });
+            }
+            None => unreachable!("the pre-prepare frame was passed in"),
+        };
+        let commits = messages
+            .map(|(index, message)| match message {
+                VerifiedMessage::Commit(commit) => Ok(commit),
+                other => {
+                    let error = Box::new(VerifyError::UnexpectedEmbeddedKind(other.kind()));
+                    Err(VerifyError::Embedded { index, error })
+                }
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(CommittedBatch {
+            pre_prepare: Box::new(pre_prepare),
+            commits,
+        })
     }
 
     fn decode_request(&self, parsed: Parsed) -> Result<Verified<Request>, VerifyError> {

@@ -360,6 +360,13 @@ fn transferred_state_keeps_exactly_once_semantics() {
     cluster.silent.insert(ReplicaId(3));
     run_rounds(&mut cluster, 1, 1, 12, |_, _| {});
     cluster.silent.clear();
+    // Replica 3 gets only the transferred state: no committed batches that follow it.
+    let verifier = cluster.verifier.clone();
+    cluster.filter = Some(Box::new(move |envelope| {
+        let kind = verifier.verify(envelope.frame.clone()).map(|m| m.kind());
+        !(envelope.to == Node::Replica(ReplicaId(3))
+            && kind == Ok(bft_core::MessageKind::CommittedBatch))
+    }));
     // Keep the client busy until replica 3 has installed a transferred state, then let the
     // network drain without new requests.
     let mut i = 0;

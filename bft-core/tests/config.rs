@@ -185,15 +185,19 @@ fn batch_bytes_must_hold_one_largest_request() {
     );
 }
 
-/// Section 4.2 (a pre-prepare carries its batch): `max_message_bytes` below the largest
-/// pre-prepare the batch limits allow is refused as "limits.max_message_bytes"; exactly that size
-/// is valid.
+/// Section 4.2 (a pre-prepare carries its batch) and TOCS section 6 (a committed batch travels
+/// with its certificate): `max_message_bytes` below the largest pre-prepare the batch limits allow,
+/// wrapped with n commits, is refused as "limits.max_message_bytes"; exactly that size is valid.
 #[test]
 fn message_bytes_must_hold_the_largest_pre_prepare() {
     let limits = harness::config(1, 2).limits;
     let largest = limits.max_batch_bytes
         + limits.max_batch_requests * PER_REQUEST_OVERHEAD_BYTES
-        + PRE_PREPARE_OVERHEAD_BYTES;
+        + PRE_PREPARE_OVERHEAD_BYTES
+        + 4 * bft_core::config::CERTIFICATE_VOTE_BYTES
+        + bft_core::config::FRAME_OVERHEAD_BYTES
+        + 16;
+    assert_eq!(largest, limits.required_message_bytes(4));
     assert_eq!(
         field(&edited(|c| c.limits.max_message_bytes = largest - 1)),
         "limits.max_message_bytes"
@@ -282,8 +286,7 @@ fn the_largest_valid_frames_fit_the_validated_limits() {
     .sign(&client_key(u64::MAX), u64::MAX, Principal::Client(client));
     assert!(request.len() <= config.limits.max_request_frame_bytes());
     config.limits.max_batch_bytes = 4 * request.len();
-    config.limits.max_message_bytes =
-        config.limits.max_batch_bytes + 4 * PER_REQUEST_OVERHEAD_BYTES + PRE_PREPARE_OVERHEAD_BYTES;
+    config.limits.max_message_bytes = config.limits.required_message_bytes(4);
     let config = Arc::new(config);
     let verifier = Verifier::new(config.clone()).expect("valid configuration");
     let Ok(VerifiedMessage::Request(verified)) = verifier.verify(request.clone()) else {
@@ -299,8 +302,35 @@ fn the_largest_valid_frames_fit_the_validated_limits() {
     .sign(&replica_key(3), u64::MAX, Principal::Replica(ReplicaId(3)));
     assert!(pre_prepare.len() <= config.limits.max_message_bytes);
     assert!(matches!(
-        verifier.verify(pre_prepare),
+        verifier.verify(pre_prepare.clone()),
         Ok(VerifiedMessage::PrePrepare(_))
+    ));
+    // The same pre-prepare with a commit from every replica, as a committed batch, fits too.
+    let commits = (0..4)
+        .map(|r| {
+            let commit = bft_core::messages::Commit {
+                view: View(u64::MAX),
+                seq: SeqNum(u64::MAX),
+                digest,
+            };
+            let frame = commit.sign(&replica_key(r), u64::MAX, Principal::Replica(ReplicaId(r)));
+            serde_bytes::ByteBuf::from(frame.to_vec())
+        })
+        .collect();
+    let batch = bft_core::messages::CommittedBatchPayload {
+        pre_prepare: serde_bytes::ByteBuf::from(pre_prepare.to_vec()),
+        commits,
+    }
+    .sign(&replica_key(2), u64::MAX, Principal::Replica(ReplicaId(2)));
+    assert!(
+        batch.len() <= config.limits.max_message_bytes,
+        "{} > {}",
+        batch.len(),
+        config.limits.max_message_bytes
+    );
+    assert!(matches!(
+        verifier.verify(batch),
+        Ok(VerifiedMessage::CommittedBatch(_))
     ));
 }
 

@@ -447,9 +447,7 @@ fn oversized_frame_is_too_large_without_decoding() {
     config.limits.state_chunk_bytes = 64;
     config.limits.max_batch_requests = 2;
     config.limits.max_batch_bytes = 2 * config.limits.max_request_frame_bytes();
-    config.limits.max_message_bytes = config.limits.max_batch_bytes
-        + 2 * bft_core::config::PER_REQUEST_OVERHEAD_BYTES
-        + bft_core::config::PRE_PREPARE_OVERHEAD_BYTES;
+    config.limits.max_message_bytes = config.limits.required_message_bytes(4);
     let small = Fixture::with(config);
     let max = small.config.limits.max_message_bytes;
     let padding = vec![0u8; max];

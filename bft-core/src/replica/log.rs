@@ -18,7 +18,8 @@ pub(crate) struct Slot {
     pub(crate) commits: BTreeMap<ReplicaId, Verified<Commit>>,
     /// Whether this replica has sent its commit.
     pub(crate) commit_sent: bool,
-    /// Whether the batch is committed-local here (prepared plus 2f+1 matching commits).
+    /// Whether the batch is committed here: committed-local (prepared plus 2f+1 matching
+    /// commits), or installed with a commit certificate fetched from a peer.
     pub(crate) committed: bool,
 }
 
@@ -39,6 +40,18 @@ impl Slot {
             .filter(|p| p.message().digest == digest)
             .count()
             >= 2 * f
+    }
+
+    /// 2f+1 commits from distinct replicas that match the pre-prepare: a commit certificate.
+    pub(crate) fn has_commit_quorum(&self, f: usize) -> bool {
+        let Some(digest) = self.digest() else {
+            return false;
+        };
+        self.commits
+            .values()
+            .filter(|c| c.message().digest == digest)
+            .count()
+            > 2 * f
     }
 
     /// committed-local(m, v, n, i): prepared plus 2f+1 matching commits from distinct replicas.
@@ -83,6 +96,13 @@ impl Log {
 
     pub(crate) fn slots(&self) -> impl Iterator<Item = (&SeqNum, &Slot)> {
         self.slots.iter()
+    }
+
+    /// Whether any slot above `seq` is committed.
+    pub(crate) fn any_committed_after(&self, seq: SeqNum) -> bool {
+        self.slots
+            .range(seq.next()..)
+            .any(|(_, slot)| slot.committed)
     }
 
     /// Drops every slot at or below `seq` (garbage collection at a stable checkpoint).

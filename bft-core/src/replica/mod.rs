@@ -5,6 +5,7 @@
 //! execution. View change, checkpoints and state transfer come in their own files.
 
 mod actions;
+mod catch_up;
 mod checkpoints;
 mod execution;
 mod log;
@@ -27,6 +28,7 @@ use crate::service::Service;
 use crate::verify::{Verified, VerifiedMessage};
 use bft_crypto::{Digest, KeyPair, sha256};
 use bytes::Bytes;
+use catch_up::CatchUp;
 use checkpoints::{CheckpointVotes, StoredCheckpoint};
 use log::Log;
 use requests::{ClientTable, RequestQueue};
@@ -72,6 +74,12 @@ pub struct Metrics {
     pub state_restore_failures: u64,
     /// Manifests and chunks served to peers.
     pub state_fetches_served: u64,
+    /// Fetches of committed batches started (after state transfer, or to fill a gap).
+    pub catch_ups_started: u64,
+    /// Committed batches installed from a peer's commit certificate.
+    pub committed_batches_installed: u64,
+    /// Committed batches served to peers.
+    pub committed_batches_served: u64,
 }
 
 /// A summary of what the replica holds, for tests and monitoring. Two equal statuses around a
@@ -130,6 +138,7 @@ pub struct Replica<S: Service> {
     checkpoint_votes: CheckpointVotes,
     stable: Option<StableCertificate>,
     transfer: Option<Transfer>,
+    catch_up: Option<CatchUp>,
     metrics: Metrics,
     now: Time,
 }
@@ -169,6 +178,7 @@ impl<S: Service> Replica<S> {
             checkpoint_votes: CheckpointVotes::default(),
             stable: None,
             transfer: None,
+            catch_up: None,
             metrics: Metrics::default(),
             now: Time::ZERO,
         })
@@ -185,12 +195,17 @@ impl<S: Service> Replica<S> {
         let mut actions = Actions::default();
         match input {
             Input::Message(message) => self.on_message(message, &mut actions),
-            Input::Tick => self.state_transfer_tick(&mut actions),
+            Input::Tick => {
+                self.state_transfer_tick(&mut actions);
+                self.catch_up_tick(&mut actions);
+            }
         }
         self.propose_batches(&mut actions);
         self.execute_committed(&mut actions);
-        // Execution may be stuck below a certified checkpoint: fetch it.
+        // Execution may be stuck below a certified checkpoint (fetch its state) or behind a gap
+        // (fetch the committed batches).
         self.act_on_certificates(&mut actions);
+        self.continue_catch_up(&mut actions);
         // Execution frees room in the pipeline: propose again.
         self.propose_batches(&mut actions);
         #[cfg(debug_assertions)]
@@ -198,9 +213,13 @@ impl<S: Service> Replica<S> {
         actions
     }
 
-    /// The next time the replica needs a [`Input::Tick`], if any: the state-transfer retry.
+    /// The next time the replica needs a [`Input::Tick`], if any: the state-transfer or catch-up
+    /// retry.
     pub fn poll_timeout(&self) -> Option<Time> {
-        self.state_transfer_deadline()
+        [self.state_transfer_deadline(), self.catch_up_deadline()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// This replica's id.
@@ -263,6 +282,8 @@ impl<S: Service> Replica<S> {
             VerifiedMessage::FetchState(m) => self.on_fetch_state(m, actions),
             VerifiedMessage::StateManifest(m) => self.on_state_manifest(m, actions),
             VerifiedMessage::StateChunk(m) => self.on_state_chunk(m, actions),
+            VerifiedMessage::FetchCommitted(m) => self.on_fetch_committed(m, actions),
+            VerifiedMessage::CommittedBatch(m) => self.on_committed_batch(m, actions),
         };
         if let Err(reason) = result {
             *self.metrics.rejected.entry(reason.label()).or_default() += 1;
@@ -318,7 +339,7 @@ impl<S: Service> Replica<S> {
         for (seq, slot) in self.log.slots() {
             assert!(*seq > self.low_watermark && *seq <= self.high_watermark());
             assert!(slot.prepares.len() <= n && slot.commits.len() <= n);
-            assert!(!slot.committed || slot.is_committed_local(self.config.f));
+            assert!(!slot.committed || slot.has_commit_quorum(self.config.f));
         }
         assert!(self.queue.len() <= self.config.clients.len());
         assert!(self.clients.records.len() <= self.config.clients.len());

@@ -88,6 +88,10 @@ pub enum Rejection {
     /// State-transfer data that does not match the certified digest: the sender is marked bad.
     #[error("state transfer data does not match the certified digest")]
     StateMismatch,
+    /// A certificate that does not prove what it claims: a pre-prepare not from the primary of its
+    /// view, or fewer than 2f+1 matching votes from distinct replicas.
+    #[error("certificate does not prove its claim")]
+    InvalidCertificate,
     /// A vote for a sequence number this replica is fetching state for.
     #[error("replica is fetching state up to {target:?}; not voting on {seq:?}")]
     CatchingUp {
@@ -119,6 +123,7 @@ impl Rejection {
             Rejection::UnsolicitedState => "unsolicited_state",
             Rejection::StateMismatch => "state_mismatch",
             Rejection::CatchingUp { .. } => "catching_up",
+            Rejection::InvalidCertificate => "invalid_certificate",
         }
     }
 }

@@ -104,6 +104,7 @@ impl<S: Service> Replica<S> {
         // Start with the signer after this replica, so lagging replicas spread their load.
         peers.sort_by_key(|r| (r.0 + n - self.id.0) % n);
         self.metrics.state_transfers_started += 1;
+        self.catch_up = None;
         self.transfer = Some(Transfer {
             target: certificate,
             peers,
@@ -301,11 +302,11 @@ impl<S: Service> Replica<S> {
         }
         let transfer = self.transfer.take().expect("checked above");
         let state: Vec<u8> = transfer.chunks.into_iter().flatten().flatten().collect();
-        self.install_state(transfer.target, Bytes::from(state));
+        self.install_state(transfer.target, Bytes::from(state), actions);
     }
 
     /// Restores a fetched, digest-checked checkpoint state and makes it the stable checkpoint.
-    fn install_state(&mut self, target: StableCertificate, state: Bytes) {
+    fn install_state(&mut self, target: StableCertificate, state: Bytes, actions: &mut Actions) {
         let decoded: Result<CheckpointState, _> = codec::decode(&state);
         let restored = decoded.map_err(|e| e.to_string()).and_then(|decoded| {
             self.service
@@ -341,6 +342,8 @@ impl<S: Service> Replica<S> {
         self.last_executed = target.seq;
         self.metrics.state_transfers_completed += 1;
         self.make_stable(target);
+        self.catch_up = None;
+        self.start_catch_up(actions);
     }
 
     /// While fetching state, the replica does not vote on sequence numbers at or below the
