@@ -1,9 +1,14 @@
 //! The wire format: postcard-encoded, signed frames. All encoding and decoding goes through here.
 //!
-//! A frame is `postcard(Header, payload bytes, signature)`. The signature covers
+//! A frame is `postcard(Header, payload bytes, signature, attachment bytes)`. The signature covers
 //! `bft_crypto::SignatureDomain` (protocol tag, cluster, kind code, sender) followed by the payload
 //! bytes exactly as they travel: receivers check it over the bytes they received and only then
 //! decode the payload. Nothing is re-encoded to be verified.
+//!
+//! The attachment is not signed. Only a pre-prepare may carry one: its batch of client request
+//! frames, which the signed digest authenticates (PBFT's pre-prepare likewise signs
+//! `<PRE-PREPARE, v, n, d>` and piggybacks the request). Certificates carry pre-prepares without
+//! their batches, so view-change messages stay small. Every other kind must have an empty one.
 
 use crate::ids::Principal;
 use crate::messages::MessageKind;
@@ -44,6 +49,9 @@ pub struct FrameRef<'a> {
     pub payload: &'a [u8],
     /// The sender's signature over the domain header and the payload.
     pub signature: Signature,
+    /// Unsigned data authenticated otherwise (a pre-prepare's batch); empty for other kinds.
+    #[serde(borrow, with = "serde_bytes")]
+    pub attachment: &'a [u8],
 }
 
 impl FrameRef<'_> {
@@ -98,13 +106,27 @@ pub fn decode_frame(bytes: &[u8], max_len: usize) -> Result<FrameRef<'_>, Decode
     decode(bytes)
 }
 
-/// Signs `payload` under `header`'s domain and encodes the frame.
-pub fn sign_frame(key: &KeyPair, header: Header, payload: &[u8]) -> Bytes {
+/// Signs `payload` under `header`'s domain and encodes the frame, with `attachment` unsigned.
+pub fn sign_frame(key: &KeyPair, header: Header, payload: &[u8], attachment: &[u8]) -> Bytes {
     let signature = key.sign(&header.domain(), payload);
     FrameRef {
         header,
         payload,
         signature,
+        attachment,
     }
     .encode()
+}
+
+/// The same frame with its attachment replaced (the signature stays valid: it does not cover the
+/// attachment). `None` if `frame` does not decode.
+pub fn with_attachment(frame: &[u8], attachment: &[u8]) -> Option<Bytes> {
+    let decoded: FrameRef<'_> = decode(frame).ok()?;
+    Some(
+        FrameRef {
+            attachment,
+            ..decoded
+        }
+        .encode(),
+    )
 }

@@ -81,6 +81,7 @@ pub trait WireMessage: Serialize {
                 sender,
             },
             &payload,
+            &[],
         )
     }
 }
@@ -100,9 +101,26 @@ impl WireMessage for Request {
     const KIND: MessageKind = MessageKind::Request;
 }
 
-/// `<PRE-PREPARE, v, n, d>` with the batch it orders, as it travels: the requests are the
-/// clients' signed frames, byte for byte, so every backup checks each client's signature.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// `<PRE-PREPARE, v, n, d>`: what the primary signs. Signed alone (with no batch attached) it is
+/// the form certificates carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrePrepareHeader {
+    /// The view.
+    pub view: View,
+    /// The sequence number assigned to the batch.
+    pub seq: SeqNum,
+    /// The batch digest.
+    pub digest: Digest,
+}
+
+impl WireMessage for PrePrepareHeader {
+    const KIND: MessageKind = MessageKind::PrePrepare;
+}
+
+/// A pre-prepare with the batch it orders, as the primary multicasts it: the signed
+/// [`PrePrepareHeader`] with the batch attached (the clients' signed request frames, byte for
+/// byte, so every backup checks each client's signature).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PrePreparePayload {
     /// The view.
     pub view: View,
@@ -114,23 +132,60 @@ pub struct PrePreparePayload {
     pub requests: Vec<serde_bytes::ByteBuf>,
 }
 
-impl WireMessage for PrePreparePayload {
-    const KIND: MessageKind = MessageKind::PrePrepare;
+impl PrePreparePayload {
+    /// The signed part.
+    pub fn header(&self) -> PrePrepareHeader {
+        PrePrepareHeader {
+            view: self.view,
+            seq: self.seq,
+            digest: self.digest,
+        }
+    }
+
+    /// Signs the header and attaches the batch.
+    pub fn sign(&self, key: &KeyPair, cluster: u64, sender: Principal) -> Bytes {
+        let payload = codec::encode(&self.header());
+        let header = Header {
+            cluster,
+            kind: MessageKind::PrePrepare,
+            sender,
+        };
+        codec::sign_frame(key, header, &payload, &encode_batch(&self.requests))
+    }
 }
 
-/// A pre-prepare after verification: every embedded request is a verified client request and the
-/// digest has been recomputed from them.
+/// Encodes a batch of request frames as a pre-prepare's attachment.
+pub fn encode_batch(requests: &[serde_bytes::ByteBuf]) -> Vec<u8> {
+    codec::encode(requests)
+}
+
+/// Encodes a verified batch as a pre-prepare's attachment (the same bytes as [`encode_batch`] of
+/// its request frames).
+pub fn encode_batch_of(batch: &[Verified<Request>]) -> Vec<u8> {
+    let frames: Vec<&serde_bytes::Bytes> = batch
+        .iter()
+        .map(|r| serde_bytes::Bytes::new(r.frame()))
+        .collect();
+    codec::encode(&frames)
+}
+
+/// A pre-prepare after verification. If it came with its batch, every request in it is a
+/// verified client request and the digest was recomputed from them; in certificates it comes
+/// without.
 #[derive(Debug, Clone)]
 pub struct PrePrepare {
     /// The view.
     pub view: View,
     /// The sequence number.
     pub seq: SeqNum,
-    /// The batch digest, checked against the requests.
+    /// The batch digest (checked against the requests when they are attached).
     pub digest: Digest,
-    /// The verified requests, in execution order.
-    pub requests: Arc<[Verified<Request>]>,
+    /// The verified requests, in execution order, if the batch was attached.
+    pub requests: Option<Batch>,
 }
+
+/// A batch of verified requests, shared between the log, certificates and execution.
+pub type Batch = Arc<[Verified<Request>]>;
 
 /// `<PREPARE, v, n, d, i>`: backup `i` (the frame's sender) accepted the pre-prepare.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -12,8 +12,8 @@ use crate::config::{ClusterConfig, ConfigError};
 use crate::ids::{Principal, ReplicaId};
 use crate::messages::{
     Checkpoint, Commit, CommittedBatch, CommittedBatchPayload, FetchCommitted, FetchState,
-    MessageKind, PrePrepare, PrePreparePayload, Prepare, Reply, Request, StateChunk, StateManifest,
-    batch_digest,
+    MessageKind, PrePrepare, PrePrepareHeader, PrePreparePayload, Prepare, Reply, Request,
+    StateChunk, StateManifest, batch_digest,
 };
 use bft_crypto::{BatchVerifier, Digest, PublicKey, Signature, sha256, verify_raw};
 use bytes::Bytes;
@@ -181,6 +181,9 @@ pub enum VerifyError {
         /// Request bytes in the batch.
         bytes: usize,
     },
+    /// A message other than a pre-prepare carries an (unsigned) attachment.
+    #[error("a {0:?} may not carry an attachment")]
+    UnexpectedAttachment(MessageKind),
     /// A state chunk exceeds `limits.state_chunk_bytes`.
     #[error("state chunk of {len} bytes exceeds the limit of {max}")]
     ChunkTooLarge {
@@ -227,6 +230,8 @@ pub enum VerifyError {
 /// A frame that passed the header checks and waits for its signature check.
 struct Parsed {
     frame: Bytes,
+    /// The unsigned attachment (a pre-prepare's batch), as a slice of `frame`.
+    attachment: Bytes,
     header: Header,
     payload_offset: usize,
     key: PublicKey,
@@ -343,9 +348,13 @@ impl Verifier {
                 sender: header.sender,
             });
         }
+        if header.kind != MessageKind::PrePrepare && !decoded.attachment.is_empty() {
+            return Err(VerifyError::UnexpectedAttachment(header.kind));
+        }
         let key = self
             .key_of(header.sender)
             .ok_or(VerifyError::UnknownSender(header.sender))?;
+        let attachment = frame.slice_ref(decoded.attachment);
         let mut signed = Vec::with_capacity(bft_crypto::DOMAIN_HEADER_LEN + decoded.payload.len());
         header.domain().write_header(&mut signed);
         let payload_offset = signed.len();
@@ -353,6 +362,7 @@ impl Verifier {
         let signature = decoded.signature;
         Ok(Parsed {
             frame,
+            attachment,
             header,
             payload_offset,
             key,
@@ -374,7 +384,29 @@ impl Verifier {
         Ok(Decoded::Done(match parsed.header.kind {
             MessageKind::Request => VerifiedMessage::Request(self.decode_request(parsed)?),
             MessageKind::PrePrepare => {
-                let payload: PrePreparePayload = codec::decode(parsed.payload())?;
+                let header: PrePrepareHeader = codec::decode(parsed.payload())?;
+                if parsed.attachment.is_empty() {
+                    // A pre-prepare without its batch, as certificates carry it.
+                    let message = PrePrepare {
+                        view: header.view,
+                        seq: header.seq,
+                        digest: header.digest,
+                        requests: None,
+                    };
+                    return Ok(Decoded::Done(VerifiedMessage::PrePrepare(Verified::new(
+                        sender,
+                        message,
+                        parsed.frame,
+                        digest,
+                    ))));
+                }
+                let requests: Vec<serde_bytes::ByteBuf> = codec::decode(&parsed.attachment)?;
+                let payload = PrePreparePayload {
+                    view: header.view,
+                    seq: header.seq,
+                    digest: header.digest,
+                    requests,
+                };
                 let limits = &self.config.limits;
                 let bytes: usize = payload.requests.iter().map(|r| r.len()).sum();
                 if payload.requests.len() > limits.max_batch_requests
@@ -600,7 +632,7 @@ fn finish_pre_prepare(
         view: payload.view,
         seq: payload.seq,
         digest: payload.digest,
-        requests: requests.into(),
+        requests: Some(requests.into()),
     };
     Ok(VerifiedMessage::PrePrepare(Verified::new(
         parsed.header.sender,

@@ -265,7 +265,7 @@ fn certificates_embed_only_votes_and_verified_frames() {
     );
     let mut forged = commits.clone();
     let mut bytes = forged[1].to_vec();
-    let last = bytes.len() - 1;
+    let last = bytes.len() - 2; // the signature's last byte (an empty attachment follows)
     bytes[last] ^= 1;
     forged[1] = ByteBuf::from(bytes);
     let error = forge

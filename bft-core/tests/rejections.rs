@@ -109,7 +109,11 @@ impl Fixture {
             digest,
             requests: requests.iter().map(|r| ByteBuf::from(r.to_vec())).collect(),
         };
-        self.signed_by(signer, &payload)
+        payload.sign(
+            &replica_key(signer),
+            CLUSTER,
+            Principal::Replica(ReplicaId(signer)),
+        )
     }
 
     /// A well-formed pre-prepare signed by `signer` for valid `requests`.
@@ -165,6 +169,7 @@ fn reframe(
         header,
         payload: &payload,
         signature,
+        attachment: decoded.attachment,
     }
     .encode()
 }
@@ -510,7 +515,7 @@ fn trailing_bytes_are_refused() {
         kind: MessageKind::Prepare,
         sender: Principal::Replica(ReplicaId(2)),
     };
-    let frame = codec::sign_frame(&replica_key(2), header, &payload);
+    let frame = codec::sign_frame(&replica_key(2), header, &payload, &[]);
     assert_eq!(
         fx.refused(frame),
         VerifyError::Decode(DecodeError::TrailingBytes(1))
@@ -1369,4 +1374,35 @@ fn copies_and_old_requests_inside_batches_execute_once() {
     assert_eq!(backup.metrics().batches_executed, 3);
     assert_eq!(backup.service().count, 4);
     assert_eq!(backup.status().client_records, 2);
+}
+
+/// The attachment is unsigned, so only a pre-prepare may carry one, and only its batch, which the
+/// signed digest authenticates: a prepare with an attachment is refused; a pre-prepare whose
+/// batch was swapped in transit fails the digest check; a pre-prepare without its batch is refused
+/// by a backup in the normal case (`MissingBatch`), with no effect.
+#[test]
+fn unsigned_attachments_are_authenticated_or_refused() {
+    let fx = Fixture::new();
+    let request = fx.request(1, 1, b"op");
+    let digest = fx.batch_digest(std::slice::from_ref(&request));
+    let prepare = fx.prepare(2, 0, 1, digest);
+    let with_attachment = codec::with_attachment(&prepare, b"smuggled").expect("frame");
+    assert_eq!(
+        fx.refused(with_attachment),
+        VerifyError::UnexpectedAttachment(MessageKind::Prepare)
+    );
+
+    let pre_prepare = fx.pre_prepare(0, 0, 1, std::slice::from_ref(&request));
+    let other = fx.request(2, 1, b"other");
+    let swapped = bft_core::messages::encode_batch(&[ByteBuf::from(other.to_vec())]);
+    let swapped = codec::with_attachment(&pre_prepare, &swapped).expect("frame");
+    assert_eq!(fx.refused(swapped), VerifyError::BatchDigestMismatch);
+
+    let header_only = codec::with_attachment(&pre_prepare, &[]).expect("frame");
+    let mut backup = fx.replica(1);
+    assert_rejected(
+        &mut backup,
+        fx.verified(header_only),
+        Rejection::MissingBatch,
+    );
 }

@@ -10,9 +10,10 @@
 //! accepted from an equivocating primary.
 
 use super::{Actions, Destination, Outgoing, Rejection, Replica};
+use crate::codec;
 use crate::ids::{Principal, ReplicaId, SeqNum, Time};
 use crate::messages::{
-    CommittedBatch, CommittedBatchPayload, FetchCommitted, MAX_BATCHES_PER_FETCH,
+    CommittedBatch, CommittedBatchPayload, FetchCommitted, MAX_BATCHES_PER_FETCH, encode_batch_of,
 };
 use crate::service::Service;
 use crate::verify::Verified;
@@ -82,7 +83,11 @@ impl<S: Service> Replica<S> {
     /// Execution is stuck: the next batch is not committed here, but a later one is.
     pub(super) fn execution_has_gap(&self) -> bool {
         let next = self.last_executed.next();
-        !self.log.get(next).is_some_and(|slot| slot.committed) && self.log.any_committed_after(next)
+        match self.log.get(next) {
+            Some(slot) if slot.is_executable() => false,
+            Some(slot) if slot.committed => true,
+            _ => self.log.any_committed_after(next),
+        }
     }
 
     /// After execution: asks for the next range at once if the last one came in full; starts a
@@ -149,7 +154,8 @@ impl<S: Service> Replica<S> {
             let Some(slot) = self.log.get(SeqNum(seq)) else {
                 break;
             };
-            let Some(pre_prepare) = slot.pre_prepare.as_ref() else {
+            let (Some(pre_prepare), Some(batch)) = (slot.pre_prepare.as_ref(), slot.batch.as_ref())
+            else {
                 break;
             };
             let digest = pre_prepare.message().digest;
@@ -163,8 +169,10 @@ impl<S: Service> Replica<S> {
             if commits.len() < quorum {
                 break;
             }
+            let with_batch = codec::with_attachment(pre_prepare.frame(), &encode_batch_of(batch))
+                .expect("own log holds decodable frames");
             let payload = CommittedBatchPayload {
-                pre_prepare: ByteBuf::from(pre_prepare.frame().to_vec()),
+                pre_prepare: ByteBuf::from(with_batch.to_vec()),
                 commits,
             };
             let (frame, _) = self.sign(&payload);
@@ -208,6 +216,9 @@ impl<S: Service> Replica<S> {
         if signers.len() < self.config.quorum() {
             return Err(Rejection::InvalidCertificate);
         }
+        let Some(batch) = pre_prepare.message().requests.clone() else {
+            return Err(Rejection::MissingBatch);
+        };
         if seq <= self.last_executed {
             return Err(Rejection::Duplicate);
         }
@@ -217,6 +228,7 @@ impl<S: Service> Replica<S> {
         if slot.committed {
             return Err(Rejection::Duplicate);
         }
+        slot.batch = Some(batch);
         slot.pre_prepare = Some((**pre_prepare).clone());
         slot.prepares.retain(|_, p| p.message().digest == digest);
         slot.commits.clear();

@@ -238,7 +238,7 @@ impl<S: Service> Replica<S> {
     fn next_batch_is_ready(&self) -> bool {
         self.log
             .get(self.last_executed.next())
-            .is_some_and(|slot| slot.committed)
+            .is_some_and(|slot| slot.is_executable())
     }
 
     /// Makes `certificate` the stable checkpoint: moves h, and discards log slots, votes and

@@ -16,16 +16,10 @@ impl<S: Service> Replica<S> {
         loop {
             let seq = self.last_executed.next();
             let Some(slot) = self.log.get(seq) else { break };
-            if !slot.committed {
+            // A committed batch whose requests this replica lacks waits for catch-up to fetch it.
+            let Some(requests) = slot.batch.clone().filter(|_| slot.committed) else {
                 break;
-            }
-            let requests = slot
-                .pre_prepare
-                .as_ref()
-                .expect("committed implies a pre-prepare")
-                .message()
-                .requests
-                .clone();
+            };
             for request in requests.iter() {
                 self.execute_request(seq, request, actions);
             }

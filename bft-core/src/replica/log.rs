@@ -1,7 +1,7 @@
 //! The message log: one slot per sequence number inside the window (PBFT section 4.2).
 
 use crate::ids::{ReplicaId, SeqNum};
-use crate::messages::{Commit, PrePrepare, Prepare};
+use crate::messages::{Batch, Commit, PrePrepare, Prepare};
 use crate::verify::Verified;
 use bft_crypto::Digest;
 use std::collections::BTreeMap;
@@ -12,6 +12,9 @@ use std::collections::BTreeMap;
 pub(crate) struct Slot {
     /// The accepted pre-prepare (the primary's own, on the primary).
     pub(crate) pre_prepare: Option<Verified<PrePrepare>>,
+    /// The batch the pre-prepare's digest stands for, once known (a pre-prepare re-issued in a
+    /// new view comes without it).
+    pub(crate) batch: Option<Batch>,
     /// Prepares by sender (this replica's own included, on a backup).
     pub(crate) prepares: BTreeMap<ReplicaId, Verified<Prepare>>,
     /// Commits by sender (this replica's own included).
@@ -40,6 +43,11 @@ impl Slot {
             .filter(|p| p.message().digest == digest)
             .count()
             >= 2 * f
+    }
+
+    /// Committed, with the batch at hand: ready to execute once its predecessors have run.
+    pub(crate) fn is_executable(&self) -> bool {
+        self.committed && self.batch.is_some()
     }
 
     /// 2f+1 commits from distinct replicas that match the pre-prepare: a commit certificate.

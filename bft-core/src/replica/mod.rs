@@ -293,6 +293,11 @@ impl<S: Service> Replica<S> {
 
     /// Signs a message of this replica's; returns the frame and its digest.
     fn sign<M: WireMessage>(&self, message: &M) -> (Bytes, Digest) {
+        self.sign_attached(message, &[])
+    }
+
+    /// Signs a message and attaches unsigned `attachment` (a pre-prepare's batch).
+    fn sign_attached<M: WireMessage>(&self, message: &M, attachment: &[u8]) -> (Bytes, Digest) {
         let payload = crate::codec::encode(message);
         let header = Header {
             cluster: self.config.cluster_id,
@@ -305,6 +310,7 @@ impl<S: Service> Replica<S> {
             header,
             payload: &payload,
             signature,
+            attachment,
         }
         .encode();
         (frame, sha256(&signed))

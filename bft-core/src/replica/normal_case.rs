@@ -4,7 +4,8 @@
 use super::{Actions, Destination, Outgoing, Rejection, Replica, SignedRecord, own};
 use crate::ids::{ClientId, Principal, ReplicaId, SeqNum};
 use crate::messages::{
-    Commit, MessageKind, PrePrepare, PrePreparePayload, Prepare, Request, batch_digest,
+    Batch, Commit, MessageKind, PrePrepare, PrePrepareHeader, Prepare, Request, batch_digest,
+    encode_batch_of,
 };
 use crate::service::Service;
 use crate::verify::Verified;
@@ -94,24 +95,22 @@ impl<S: Service> Replica<S> {
             }
             let seq = self.last_assigned.next();
             let digest = batch_digest(requests.iter().map(|r| r.digest()));
-            let payload = PrePreparePayload {
+            let header = PrePrepareHeader {
                 view: self.view,
                 seq,
                 digest,
-                requests: requests
-                    .iter()
-                    .map(|r| serde_bytes::ByteBuf::from(r.frame().to_vec()))
-                    .collect(),
             };
-            let (frame, message_digest) = self.sign(&payload);
+            let batch: Batch = Arc::from(requests);
+            let (frame, message_digest) = self.sign_attached(&header, &encode_batch_of(&batch));
             let pre_prepare = PrePrepare {
                 view: self.view,
                 seq,
                 digest,
-                requests: Arc::from(requests),
+                requests: Some(batch.clone()),
             };
-            self.log.slot(seq).pre_prepare =
-                Some(own(self.id, pre_prepare, frame.clone(), message_digest));
+            let slot = self.log.slot(seq);
+            slot.pre_prepare = Some(own(self.id, pre_prepare, frame.clone(), message_digest));
+            slot.batch = Some(batch);
             self.last_assigned = seq;
             self.metrics.batches_proposed += 1;
             actions.sign_and_send(
@@ -142,6 +141,9 @@ impl<S: Service> Replica<S> {
         let sender = self.replica_sender(message.sender())?;
         let pre_prepare = message.message();
         let (view, seq, digest) = (pre_prepare.view, pre_prepare.seq, pre_prepare.digest);
+        let Some(batch) = pre_prepare.requests.clone() else {
+            return Err(Rejection::MissingBatch);
+        };
         let primary = view.primary(self.config.n());
         if sender != primary {
             return Err(Rejection::NotFromPrimary { sender, primary });
@@ -161,6 +163,7 @@ impl<S: Service> Replica<S> {
         slot.prepares.retain(|_, p| p.message().digest == digest);
         slot.commits.retain(|_, c| c.message().digest == digest);
         slot.pre_prepare = Some(message);
+        slot.batch = Some(batch);
         let prepare = Prepare { view, seq, digest };
         let (frame, message_digest) = self.sign(&prepare);
         self.log.slot(seq).prepares.insert(

@@ -88,6 +88,9 @@ pub enum Rejection {
     /// State-transfer data that does not match the certified digest: the sender is marked bad.
     #[error("state transfer data does not match the certified digest")]
     StateMismatch,
+    /// A pre-prepare without its batch where the batch is needed (normal case, committed batch).
+    #[error("pre-prepare without its batch")]
+    MissingBatch,
     /// A certificate that does not prove what it claims: a pre-prepare not from the primary of its
     /// view, or fewer than 2f+1 matching votes from distinct replicas.
     #[error("certificate does not prove its claim")]
@@ -124,6 +127,7 @@ impl Rejection {
             Rejection::StateMismatch => "state_mismatch",
             Rejection::CatchingUp { .. } => "catching_up",
             Rejection::InvalidCertificate => "invalid_certificate",
+            Rejection::MissingBatch => "missing_batch",
         }
     }
 }
