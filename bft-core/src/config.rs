@@ -69,6 +69,9 @@ pub struct Limits {
     /// K: a checkpoint is taken after executing every sequence number that is a multiple of K
     /// (PBFT section 4.3). At most `window` (typically half of it).
     pub checkpoint_interval: u64,
+    /// Most normal-case messages a replica buffers per peer for views it has not entered yet
+    /// (they are replayed when it enters the view).
+    pub max_future_messages_per_peer: usize,
     /// Size of the chunks checkpoint state travels in during state transfer. The state a
     /// checkpoint can hold is bounded by this times [`Limits::max_state_chunks`].
     pub state_chunk_bytes: usize,
@@ -82,6 +85,13 @@ pub struct Timing {
     pub client_retransmit: Duration,
     /// How long a replica fetching state waits for a peer's answer before it asks another peer.
     pub state_transfer_retry: Duration,
+    /// How long a backup waits for a pending request to execute before it suspects the primary
+    /// and starts a view change; also how long it waits for a NEW-VIEW once 2f+1 VIEW-CHANGEs
+    /// are in. Doubles with each consecutive view change and resets after progress (PBFT TOCS
+    /// section 4.5.2).
+    pub view_change: Duration,
+    /// How often a replica re-sends its VIEW-CHANGE until the new view is installed.
+    pub view_change_resend: Duration,
 }
 
 impl Default for Limits {
@@ -95,6 +105,7 @@ impl Default for Limits {
             window: 256,
             max_in_flight_batches: 8,
             checkpoint_interval: 128,
+            max_future_messages_per_peer: 64,
             state_chunk_bytes: 1 << 20,
         }
     }
@@ -105,6 +116,8 @@ impl Default for Timing {
         Timing {
             client_retransmit: Duration::from_millis(500),
             state_transfer_retry: Duration::from_millis(500),
+            view_change: Duration::from_secs(1),
+            view_change_resend: Duration::from_millis(500),
         }
     }
 }
@@ -228,6 +241,12 @@ impl ClusterConfig {
         if self.timing.state_transfer_retry.is_zero() {
             return Err(invalid("timing.state_transfer_retry", "must be positive"));
         }
+        if self.timing.view_change.is_zero() {
+            return Err(invalid("timing.view_change", "must be positive"));
+        }
+        if self.timing.view_change_resend.is_zero() {
+            return Err(invalid("timing.view_change_resend", "must be positive"));
+        }
         Ok(())
     }
 }
@@ -240,10 +259,24 @@ impl Limits {
             .saturating_add(FRAME_OVERHEAD_BYTES + 20)
     }
 
-    /// The smallest `max_message_bytes` these limits allow in a cluster of `n`: the largest
-    /// pre-prepare the batch limits allow, wrapped with n commit frames as a committed-batch
-    /// certificate.
+    /// The smallest `max_message_bytes` these limits allow in a cluster of `n`: room for the
+    /// largest pre-prepare the batch limits allow wrapped with n commit frames as a committed-batch
+    /// certificate, and for the largest NEW-VIEW the window allows.
     pub fn required_message_bytes(&self, n: usize) -> usize {
+        let f = n.saturating_sub(1) / 3;
+        // A VIEW-CHANGE: 2f+1 checkpoints and, per sequence number in the window, a pre-prepare
+        // and 2f prepares; a NEW-VIEW: 2f+1 of those and a pre-prepare per sequence number.
+        let window = usize::try_from(self.window).unwrap_or(usize::MAX);
+        let view_change = window
+            .saturating_mul(2 * f + 1)
+            .saturating_add(2 * f + 1)
+            .saturating_mul(CERTIFICATE_VOTE_BYTES)
+            .saturating_add(FRAME_OVERHEAD_BYTES + 64);
+        let new_view = view_change
+            .saturating_add(8)
+            .saturating_mul(2 * f + 1)
+            .saturating_add(window.saturating_mul(CERTIFICATE_VOTE_BYTES))
+            .saturating_add(FRAME_OVERHEAD_BYTES + 64);
         let largest_pre_prepare = self
             .max_batch_bytes
             .saturating_add(
@@ -251,9 +284,10 @@ impl Limits {
                     .saturating_mul(PER_REQUEST_OVERHEAD_BYTES),
             )
             .saturating_add(PRE_PREPARE_OVERHEAD_BYTES);
-        largest_pre_prepare
+        let committed_batch = largest_pre_prepare
             .saturating_add(n.saturating_mul(CERTIFICATE_VOTE_BYTES))
-            .saturating_add(FRAME_OVERHEAD_BYTES + 16)
+            .saturating_add(FRAME_OVERHEAD_BYTES + 16);
+        committed_batch.max(new_view)
     }
 
     /// Most chunks a checkpoint's state may have: as many chunk digests as fit in one manifest
@@ -326,6 +360,12 @@ impl Limits {
             return Err(invalid(
                 "limits.state_chunk_bytes",
                 format!("must be between 1 and {max_chunk} (max_message_bytes less the framing)"),
+            ));
+        }
+        if self.max_future_messages_per_peer == 0 {
+            return Err(invalid(
+                "limits.max_future_messages_per_peer",
+                "must be positive",
             ));
         }
         if self.max_in_flight_batches == 0 || self.max_in_flight_batches > self.window {

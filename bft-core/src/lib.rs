@@ -48,8 +48,8 @@ pub use config::{ClusterConfig, ConfigError, Limits, Timing};
 pub use ids::{ClientId, Principal, ReplicaId, SeqNum, Time, View};
 pub use messages::{MessageKind, Outcome};
 pub use replica::{
-    Actions, Destination, Executed, Input, MemoryStorage, Metrics, Outgoing, Rejected, Rejection,
-    Replica, SignedRecord, StableCertificate, Status, Storage,
+    Actions, Destination, Executed, Input, MemoryStorage, Metrics, Outgoing, Phase, Rejected,
+    Rejection, Replica, SignedRecord, StableCertificate, Status, Storage,
 };
 pub use service::{ExecuteContext, RestoreError, Service};
 pub use verify::{Verified, VerifiedMessage, Verifier, VerifyError};

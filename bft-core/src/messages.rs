@@ -36,6 +36,10 @@ pub enum MessageKind {
     FetchCommitted,
     /// A committed batch with the certificate that proves it committed.
     CommittedBatch,
+    /// A replica's move to a new view, with what it has prepared.
+    ViewChange,
+    /// The new primary's start of a view.
+    NewView,
 }
 
 impl MessageKind {
@@ -53,6 +57,8 @@ impl MessageKind {
             MessageKind::StateChunk => 9,
             MessageKind::FetchCommitted => 10,
             MessageKind::CommittedBatch => 11,
+            MessageKind::ViewChange => 12,
+            MessageKind::NewView => 13,
         }
     }
 
@@ -381,4 +387,84 @@ pub struct CommittedBatch {
     pub pre_prepare: Box<Verified<PrePrepare>>,
     /// The commits.
     pub commits: Vec<Verified<Commit>>,
+}
+
+/// A prepared certificate as it travels (PBFT section 4.4): the pre-prepare (without its batch)
+/// and 2f matching prepares from distinct backups.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreparedCertificatePayload {
+    /// The pre-prepare frame, without its batch.
+    pub pre_prepare: serde_bytes::ByteBuf,
+    /// The prepare frames.
+    pub prepares: Vec<serde_bytes::ByteBuf>,
+}
+
+/// `<VIEW-CHANGE, v+1, n, C, P, i>` as it travels (PBFT section 4.4): the sender's stable
+/// checkpoint `n` with its proof `C` (2f+1 CHECKPOINT frames; empty while `n` is 0) and a
+/// prepared certificate `P` for every sequence number above `n` that prepared at the sender (the
+/// one from the highest view).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ViewChangePayload {
+    /// The view the sender moves to.
+    pub new_view: View,
+    /// The sender's stable checkpoint.
+    pub stable_seq: SeqNum,
+    /// 2f+1 CHECKPOINT frames proving it.
+    pub checkpoint_proof: Vec<serde_bytes::ByteBuf>,
+    /// Prepared certificates above the stable checkpoint.
+    pub prepared: Vec<PreparedCertificatePayload>,
+}
+
+impl WireMessage for ViewChangePayload {
+    const KIND: MessageKind = MessageKind::ViewChange;
+}
+
+/// `<NEW-VIEW, v+1, V, O>` as it travels (PBFT section 4.4): 2f+1 VIEW-CHANGE frames for the
+/// view and the pre-prepares (without batches) the new primary issues from them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewViewPayload {
+    /// The new view.
+    pub view: View,
+    /// The VIEW-CHANGE frames.
+    pub view_changes: Vec<serde_bytes::ByteBuf>,
+    /// The re-issued pre-prepare frames, in sequence order.
+    pub pre_prepares: Vec<serde_bytes::ByteBuf>,
+}
+
+impl WireMessage for NewViewPayload {
+    const KIND: MessageKind = MessageKind::NewView;
+}
+
+/// A prepared certificate whose frames verified (whether it proves anything is checked by the
+/// replica).
+#[derive(Debug, Clone)]
+pub struct PreparedCertificate {
+    /// The pre-prepare.
+    pub pre_prepare: Verified<PrePrepare>,
+    /// The prepares.
+    pub prepares: Vec<Verified<Prepare>>,
+}
+
+/// A VIEW-CHANGE whose embedded frames verified.
+#[derive(Debug, Clone)]
+pub struct ViewChange {
+    /// The view the sender moves to.
+    pub new_view: View,
+    /// The sender's stable checkpoint.
+    pub stable_seq: SeqNum,
+    /// The CHECKPOINT messages proving it.
+    pub checkpoint_proof: Vec<Verified<Checkpoint>>,
+    /// Prepared certificates above it.
+    pub prepared: Vec<PreparedCertificate>,
+}
+
+/// A NEW-VIEW whose embedded frames verified.
+#[derive(Debug, Clone)]
+pub struct NewView {
+    /// The new view.
+    pub view: View,
+    /// The VIEW-CHANGE messages.
+    pub view_changes: Vec<Verified<ViewChange>>,
+    /// The re-issued pre-prepares.
+    pub pre_prepares: Vec<Verified<PrePrepare>>,
 }

@@ -12,8 +12,9 @@ use crate::config::{ClusterConfig, ConfigError};
 use crate::ids::{Principal, ReplicaId};
 use crate::messages::{
     Checkpoint, Commit, CommittedBatch, CommittedBatchPayload, FetchCommitted, FetchState,
-    MessageKind, PrePrepare, PrePrepareHeader, PrePreparePayload, Prepare, Reply, Request,
-    StateChunk, StateManifest, batch_digest,
+    MessageKind, NewView, NewViewPayload, PrePrepare, PrePrepareHeader, PrePreparePayload, Prepare,
+    PreparedCertificate, Reply, Request, StateChunk, StateManifest, ViewChange, ViewChangePayload,
+    batch_digest,
 };
 use bft_crypto::{BatchVerifier, Digest, PublicKey, Signature, sha256, verify_raw};
 use bytes::Bytes;
@@ -87,6 +88,10 @@ pub enum VerifiedMessage {
     FetchCommitted(Verified<FetchCommitted>),
     /// A committed batch with its commit certificate.
     CommittedBatch(Verified<CommittedBatch>),
+    /// A view change.
+    ViewChange(Verified<ViewChange>),
+    /// A new view.
+    NewView(Verified<NewView>),
 }
 
 /// Applies `$body` to the `Verified<_>` inside any variant.
@@ -104,6 +109,8 @@ macro_rules! each_variant {
             VerifiedMessage::StateChunk($m) => $body,
             VerifiedMessage::FetchCommitted($m) => $body,
             VerifiedMessage::CommittedBatch($m) => $body,
+            VerifiedMessage::ViewChange($m) => $body,
+            VerifiedMessage::NewView($m) => $body,
         }
     };
 }
@@ -128,12 +135,49 @@ impl VerifiedMessage {
             VerifiedMessage::StateChunk(_) => MessageKind::StateChunk,
             VerifiedMessage::FetchCommitted(_) => MessageKind::FetchCommitted,
             VerifiedMessage::CommittedBatch(_) => MessageKind::CommittedBatch,
+            VerifiedMessage::ViewChange(_) => MessageKind::ViewChange,
+            VerifiedMessage::NewView(_) => MessageKind::NewView,
         }
     }
 
     /// The frame as received.
     pub fn frame(&self) -> &Bytes {
         each_variant!(self, m => m.frame())
+    }
+
+    fn into_pre_prepare(self) -> Option<Verified<PrePrepare>> {
+        match self {
+            VerifiedMessage::PrePrepare(m) => Some(m),
+            _ => None,
+        }
+    }
+
+    fn into_prepare(self) -> Option<Verified<Prepare>> {
+        match self {
+            VerifiedMessage::Prepare(m) => Some(m),
+            _ => None,
+        }
+    }
+
+    fn into_commit(self) -> Option<Verified<Commit>> {
+        match self {
+            VerifiedMessage::Commit(m) => Some(m),
+            _ => None,
+        }
+    }
+
+    fn into_checkpoint(self) -> Option<Verified<Checkpoint>> {
+        match self {
+            VerifiedMessage::Checkpoint(m) => Some(m),
+            _ => None,
+        }
+    }
+
+    fn into_view_change(self) -> Option<Verified<ViewChange>> {
+        match self {
+            VerifiedMessage::ViewChange(m) => Some(m),
+            _ => None,
+        }
     }
 }
 
@@ -469,6 +513,21 @@ impl Verifier {
                 parsed.frame,
                 digest,
             )),
+            MessageKind::ViewChange => {
+                let payload: ViewChangePayload = codec::decode(parsed.payload())?;
+                let view_change = self.verify_view_change(payload)?;
+                VerifiedMessage::ViewChange(Verified::new(
+                    sender,
+                    view_change,
+                    parsed.frame,
+                    digest,
+                ))
+            }
+            MessageKind::NewView => {
+                let payload: NewViewPayload = codec::decode(parsed.payload())?;
+                let new_view = self.verify_new_view(payload)?;
+                VerifiedMessage::NewView(Verified::new(sender, new_view, parsed.frame, digest))
+            }
             MessageKind::CommittedBatch => {
                 let payload: CommittedBatchPayload = codec::decode(parsed.payload())?;
                 let batch = self.verify_committed_batch(payload)?;
@@ -488,32 +547,28 @@ impl Verifier {
         }))
     }
 
-    /// Verifies the frames a certificate embeds, which must be votes or pre-prepares (never
-    /// further certificates, which bounds the nesting).
+    /// Verifies the frames a certificate embeds; frame `i` must be of kind `kinds[i]`. Kinds are
+    /// checked before anything is verified, and no container kind embeds itself (a NEW-VIEW
+    /// embeds VIEW-CHANGEs, which embed only votes, pre-prepares and checkpoints), so nesting is
+    /// at most two levels deep.
     fn verify_embedded(
         &self,
         frames: Vec<serde_bytes::ByteBuf>,
+        kinds: &[MessageKind],
     ) -> Result<Vec<VerifiedMessage>, VerifyError> {
-        if frames.len() > self.config.n() + 1 {
-            return Err(VerifyError::TooManyEmbedded(frames.len()));
-        }
-        // Check kinds before verifying: a certificate inside a certificate is refused without
-        // being decoded, so nesting (and recursion) stops at one level.
+        debug_assert_eq!(frames.len(), kinds.len());
         let max = self.config.limits.max_message_bytes;
-        for (index, frame) in frames.iter().enumerate() {
-            let embed = |error| VerifyError::Embedded {
-                index,
-                error: Box::new(error),
-            };
+        let embed = |index, error| VerifyError::Embedded {
+            index,
+            error: Box::new(error),
+        };
+        for (index, (frame, expected)) in frames.iter().zip(kinds).enumerate() {
             let kind = codec::decode_frame(frame, max)
-                .map_err(|e| embed(e.into()))?
+                .map_err(|e| embed(index, e.into()))?
                 .header
                 .kind;
-            if !matches!(
-                kind,
-                MessageKind::PrePrepare | MessageKind::Prepare | MessageKind::Commit
-            ) {
-                return Err(embed(VerifyError::UnexpectedEmbeddedKind(kind)));
+            if kind != *expected {
+                return Err(embed(index, VerifyError::UnexpectedEmbeddedKind(kind)));
             }
         }
         let frames = frames
@@ -523,21 +578,7 @@ impl Verifier {
         self.verify_all(frames, Mode::Batch)
             .into_iter()
             .enumerate()
-            .map(|(index, result)| {
-                let embed = |error| VerifyError::Embedded {
-                    index,
-                    error: Box::new(error),
-                };
-                match result {
-                    Ok(
-                        m @ (VerifiedMessage::PrePrepare(_)
-                        | VerifiedMessage::Prepare(_)
-                        | VerifiedMessage::Commit(_)),
-                    ) => Ok(m),
-                    Ok(other) => Err(embed(VerifyError::UnexpectedEmbeddedKind(other.kind()))),
-                    Err(error) => Err(embed(error)),
-                }
-            })
+            .map(|(index, result)| result.map_err(|error| embed(index, error)))
             .collect()
     }
 
@@ -545,29 +586,97 @@ impl Verifier {
         &self,
         payload: CommittedBatchPayload,
     ) -> Result<CommittedBatch, VerifyError> {
+        if payload.commits.len() > self.config.n() {
+            return Err(VerifyError::TooManyEmbedded(payload.commits.len()));
+        }
+        let mut kinds = vec![MessageKind::PrePrepare];
+        kinds.extend(payload.commits.iter().map(|_| MessageKind::Commit));
         let mut frames = vec![payload.pre_prepare];
         frames.extend(payload.commits);
-        let mut messages = self.verify_embedded(frames)?.into_iter().enumerate();
-        let pre_prepare = match messages.next() {
-            Some((_, VerifiedMessage::PrePrepare(p))) => p,
-            Some((index, other)) => {
-                let error = Box::new(VerifyError::UnexpectedEmbeddedKind(other.kind()));
-                return Err(VerifyError::Embedded { index, error });
-            }
-            None => unreachable!("the pre-prepare frame was passed in"),
-        };
+        let mut messages = self.verify_embedded(frames, &kinds)?.into_iter();
+        let pre_prepare = messages
+            .next()
+            .and_then(VerifiedMessage::into_pre_prepare)
+            .expect("kind checked");
         let commits = messages
-            .map(|(index, message)| match message {
-                VerifiedMessage::Commit(commit) => Ok(commit),
-                other => {
-                    let error = Box::new(VerifyError::UnexpectedEmbeddedKind(other.kind()));
-                    Err(VerifyError::Embedded { index, error })
-                }
-            })
-            .collect::<Result<_, _>>()?;
+            .map(|m| m.into_commit().expect("kind checked"))
+            .collect();
         Ok(CommittedBatch {
             pre_prepare: Box::new(pre_prepare),
             commits,
+        })
+    }
+
+    fn verify_view_change(&self, payload: ViewChangePayload) -> Result<ViewChange, VerifyError> {
+        let n = self.config.n();
+        let too_many = payload.checkpoint_proof.len() > n
+            || payload.prepared.len() as u64 > self.config.limits.window
+            || payload.prepared.iter().any(|c| c.prepares.len() > n);
+        if too_many {
+            return Err(VerifyError::TooManyEmbedded(payload.prepared.len()));
+        }
+        let mut kinds = vec![MessageKind::Checkpoint; payload.checkpoint_proof.len()];
+        let mut frames = payload.checkpoint_proof;
+        let shapes: Vec<usize> = payload.prepared.iter().map(|c| c.prepares.len()).collect();
+        for certificate in payload.prepared {
+            kinds.push(MessageKind::PrePrepare);
+            frames.push(certificate.pre_prepare);
+            kinds.extend(certificate.prepares.iter().map(|_| MessageKind::Prepare));
+            frames.extend(certificate.prepares);
+        }
+        let mut messages = self.verify_embedded(frames, &kinds)?.into_iter();
+        let proof_len = kinds.len() - shapes.iter().map(|p| p + 1).sum::<usize>();
+        let checkpoint_proof = messages
+            .by_ref()
+            .take(proof_len)
+            .map(|m| m.into_checkpoint().expect("kind checked"))
+            .collect();
+        let prepared = shapes
+            .into_iter()
+            .map(|prepares| PreparedCertificate {
+                pre_prepare: messages
+                    .next()
+                    .and_then(VerifiedMessage::into_pre_prepare)
+                    .expect("kind checked"),
+                prepares: messages
+                    .by_ref()
+                    .take(prepares)
+                    .map(|m| m.into_prepare().expect("kind checked"))
+                    .collect(),
+            })
+            .collect();
+        Ok(ViewChange {
+            new_view: payload.new_view,
+            stable_seq: payload.stable_seq,
+            checkpoint_proof,
+            prepared,
+        })
+    }
+
+    fn verify_new_view(&self, payload: NewViewPayload) -> Result<NewView, VerifyError> {
+        if payload.view_changes.len() > self.config.n()
+            || payload.pre_prepares.len() as u64 > self.config.limits.window
+        {
+            return Err(VerifyError::TooManyEmbedded(payload.view_changes.len()));
+        }
+        let mut kinds = vec![MessageKind::ViewChange; payload.view_changes.len()];
+        kinds.extend(payload.pre_prepares.iter().map(|_| MessageKind::PrePrepare));
+        let count = payload.view_changes.len();
+        let mut frames = payload.view_changes;
+        frames.extend(payload.pre_prepares);
+        let mut messages = self.verify_embedded(frames, &kinds)?.into_iter();
+        let view_changes = messages
+            .by_ref()
+            .take(count)
+            .map(|m| m.into_view_change().expect("kind checked"))
+            .collect();
+        let pre_prepares = messages
+            .map(|m| m.into_pre_prepare().expect("kind checked"))
+            .collect();
+        Ok(NewView {
+            view: payload.view,
+            view_changes,
+            pre_prepares,
         })
     }
 

@@ -135,7 +135,8 @@ fn batches_respect_the_request_limit() {
 
 /// Section 4.2: the primary assigns sequence numbers only up to the high watermark h + L. While no
 /// checkpoint becomes stable (here every CHECKPOINT is lost), requests beyond the window wait in
-/// the primary's queue even though nothing is in flight.
+/// the primary's queue even though nothing is in flight. (The run stops before clients retransmit:
+/// a primary stuck like this is soon suspected and replaced by a view change.)
 #[test]
 fn primary_does_not_assign_beyond_the_high_watermark() {
     let mut config = harness::config(1, 3);
@@ -150,7 +151,7 @@ fn primary_does_not_assign_beyond_the_high_watermark() {
             .verify(envelope.frame.clone())
             .map_or(true, |m| m.kind() != checkpoint)
     }));
-    let done = cluster.run_closed_loop(&ids(1), 10, Duration::from_secs(5), op);
+    let done = cluster.run_closed_loop(&ids(1), 10, Duration::from_millis(100), op);
     assert_eq!(
         done, 4,
         "one request per batch, four sequence numbers in the window"

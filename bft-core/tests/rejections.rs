@@ -817,51 +817,41 @@ fn verify_batch_agrees_with_verify_frame_by_frame() {
 // Protocol-level refusals (Rejection), on backup 1 of n = 4; the primary of view 0 is replica 0
 // ---------------------------------------------------------------------------------------------
 
-/// Section 4.2 ("it is in view v"): prepares and commits for view 1 reach a backup in view 0 and
-/// are `WrongView { got: v1, current: v0 }`; so is a pre-prepare for view 1 signed by the primary
-/// of view 1 (replica 1), delivered to backup 2.
+/// Section 4.2 ("it is in view v") with a bounded buffer for views ahead (section 4.4): prepares,
+/// commits and pre-prepares for a view the backup has not entered are not processed but held, at
+/// most `limits.max_future_messages_per_peer` per sender; one more is `FutureBufferFull` and
+/// changes nothing. (Messages for past views are `WrongView`: see the view-change tests.)
 #[test]
-fn messages_for_another_view_are_wrong_view() {
-    let fx = Fixture::new();
-    let wrong_view = Rejection::WrongView {
-        got: View(1),
-        current: View(0),
-    };
+fn messages_for_views_ahead_are_buffered_within_a_per_peer_limit() {
+    let mut config = harness::config(1, 3);
+    config.limits.max_future_messages_per_peer = 2;
+    let fx = Fixture::with(config);
     let mut backup = fx.replica(1);
     let digest = Digest([4; 32]);
+    for (i, frame) in [fx.prepare(2, 1, 1, digest), fx.commit(2, 4, 1, digest)]
+        .into_iter()
+        .enumerate()
+    {
+        let actions = backup.step(Time::ZERO, Input::Message(fx.verified(frame)));
+        assert!(actions.is_quiet() && actions.rejected.is_empty());
+        assert_eq!(backup.status().future_messages_held, i + 1);
+        assert_eq!(
+            backup.status().prepares_held + backup.status().commits_held,
+            0
+        );
+    }
     assert_rejected(
         &mut backup,
-        fx.verified(fx.prepare(2, 1, 1, digest)),
-        wrong_view,
+        fx.verified(fx.commit(2, 1, 2, digest)),
+        Rejection::FutureBufferFull,
     );
-    assert_rejected(
-        &mut backup,
-        fx.verified(fx.commit(2, 1, 1, digest)),
-        wrong_view,
+    // Another sender has its own budget.
+    let actions = backup.step(
+        Time::ZERO,
+        Input::Message(fx.verified(fx.commit(3, 1, 1, digest))),
     );
-    assert_rejected(
-        &mut backup,
-        fx.verified(fx.commit(0, 1, 1, digest)),
-        wrong_view,
-    );
-
-    let mut backup = fx.replica(2);
-    let request = fx.request(1, 1, b"op");
-    assert_rejected(
-        &mut backup,
-        fx.verified(fx.pre_prepare(1, 1, 1, &[request])),
-        wrong_view,
-    );
-    // Views in the past are refused too.
-    let mut backup = fx.replica(1);
-    assert_rejected(
-        &mut backup,
-        fx.verified(fx.prepare(2, 4, 1, digest)),
-        Rejection::WrongView {
-            got: View(4),
-            current: View(0),
-        },
-    );
+    assert!(actions.is_quiet() && actions.rejected.is_empty());
+    assert_eq!(backup.status().future_messages_held, 3);
 }
 
 /// Section 4.2 ("the sequence number is between a low water mark h and a high water mark H"):

@@ -99,6 +99,10 @@ impl Actions {
         self.send.push(outgoing);
     }
 
+    pub(crate) fn persist(&mut self, record: SignedRecord) {
+        self.persist.push(record);
+    }
+
     pub(crate) fn send(&mut self, outgoing: Outgoing) {
         self.send.push(outgoing);
     }

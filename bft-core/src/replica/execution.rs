@@ -58,6 +58,7 @@ impl<S: Service> Replica<S> {
             record.in_progress = 0;
         }
         self.metrics.requests_executed += 1;
+        self.request_done(client);
         actions.send(Outgoing {
             to: Destination::Client(client),
             frame,

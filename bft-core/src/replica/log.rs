@@ -113,6 +113,11 @@ impl Log {
             .any(|(_, slot)| slot.committed)
     }
 
+    /// Drops every slot (a new view replaces the log with its re-issued pre-prepares).
+    pub(crate) fn clear(&mut self) {
+        self.slots.clear();
+    }
+
     /// Drops every slot at or below `seq` (garbage collection at a stable checkpoint).
     pub(crate) fn discard_through(&mut self, seq: SeqNum) {
         self.slots = self.slots.split_off(&seq.next());

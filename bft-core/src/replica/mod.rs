@@ -9,19 +9,23 @@ mod catch_up;
 mod checkpoints;
 mod execution;
 mod log;
+mod new_view;
 mod normal_case;
 mod rejection;
 mod requests;
 mod state_transfer;
+mod view_change;
 
 pub use actions::{
     Actions, Destination, Executed, MemoryStorage, Outgoing, Rejected, SignedRecord, Storage,
 };
 pub use checkpoints::StableCertificate;
 pub use rejection::Rejection;
+pub use view_change::Phase;
 
 use crate::codec::{FrameRef, Header};
 use crate::config::{ClusterConfig, ConfigError};
+use crate::ids::ClientId;
 use crate::ids::{Principal, ReplicaId, SeqNum, Time, View};
 use crate::messages::WireMessage;
 use crate::service::Service;
@@ -34,7 +38,9 @@ use log::Log;
 use requests::{ClientTable, RequestQueue};
 use state_transfer::Transfer;
 use std::collections::BTreeMap;
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
+use view_change::StoredPrepared;
 
 /// An input to [`Replica::step`].
 #[derive(Debug, Clone)]
@@ -80,6 +86,10 @@ pub struct Metrics {
     pub committed_batches_installed: u64,
     /// Committed batches served to peers.
     pub committed_batches_served: u64,
+    /// View changes this replica started (moved to a new view and sent VIEW-CHANGE).
+    pub view_changes_started: u64,
+    /// New views installed (by NEW-VIEW).
+    pub view_changes_completed: u64,
 }
 
 /// A summary of what the replica holds, for tests and monitoring. Two equal statuses around a
@@ -114,6 +124,14 @@ pub struct Status {
     pub checkpoint_states_held: usize,
     /// The checkpoint being fetched by state transfer, if any.
     pub fetching_state: Option<SeqNum>,
+    /// Normal case or waiting for a NEW-VIEW.
+    pub phase: Phase,
+    /// VIEW-CHANGE messages held (at most one per replica).
+    pub view_changes_held: usize,
+    /// Prepared certificates held.
+    pub prepared_certificates_held: usize,
+    /// Normal-case messages buffered for views not entered yet.
+    pub future_messages_held: usize,
     /// Digest of the service state.
     pub service_digest: Digest,
 }
@@ -139,6 +157,23 @@ pub struct Replica<S: Service> {
     stable: Option<StableCertificate>,
     transfer: Option<Transfer>,
     catch_up: Option<CatchUp>,
+    /// Normal case, or waiting for the NEW-VIEW of `view`.
+    phase: Phase,
+    /// In the normal case, the request timer of a backup; while view-changing, the NEW-VIEW timer.
+    view_timer: Option<Time>,
+    view_change_resend_at: Option<Time>,
+    /// Consecutive view changes without progress: the timeout is doubled this many times.
+    backoff: u32,
+    /// Clients whose relayed requests this backup waits to see executed.
+    waiting: BTreeSet<ClientId>,
+    /// The latest valid VIEW-CHANGE from each replica (this one's included).
+    view_changes: BTreeMap<ReplicaId, Verified<crate::messages::ViewChange>>,
+    /// The highest-view prepared certificate per sequence number above the stable checkpoint.
+    prepared: BTreeMap<SeqNum, StoredPrepared>,
+    /// The NEW-VIEW that installed the current view (re-sent to replicas that missed it).
+    new_view_frame: Option<Bytes>,
+    /// Normal-case messages for views not entered yet, per sender.
+    future: BTreeMap<ReplicaId, VecDeque<VerifiedMessage>>,
     metrics: Metrics,
     now: Time,
 }
@@ -179,6 +214,15 @@ impl<S: Service> Replica<S> {
             stable: None,
             transfer: None,
             catch_up: None,
+            phase: Phase::Normal,
+            view_timer: None,
+            view_change_resend_at: None,
+            backoff: 0,
+            waiting: BTreeSet::new(),
+            view_changes: BTreeMap::new(),
+            prepared: BTreeMap::new(),
+            new_view_frame: None,
+            future: BTreeMap::new(),
             metrics: Metrics::default(),
             now: Time::ZERO,
         })
@@ -198,6 +242,7 @@ impl<S: Service> Replica<S> {
             Input::Tick => {
                 self.state_transfer_tick(&mut actions);
                 self.catch_up_tick(&mut actions);
+                self.view_change_tick(&mut actions);
             }
         }
         self.propose_batches(&mut actions);
@@ -213,13 +258,17 @@ impl<S: Service> Replica<S> {
         actions
     }
 
-    /// The next time the replica needs a [`Input::Tick`], if any: the state-transfer or catch-up
-    /// retry.
+    /// The next time the replica needs a [`Input::Tick`], if any: the view-change timers, the
+    /// state-transfer or catch-up retry.
     pub fn poll_timeout(&self) -> Option<Time> {
-        [self.state_transfer_deadline(), self.catch_up_deadline()]
-            .into_iter()
-            .flatten()
-            .min()
+        [
+            self.state_transfer_deadline(),
+            self.catch_up_deadline(),
+            self.view_change_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// This replica's id.
@@ -265,6 +314,10 @@ impl<S: Service> Replica<S> {
             checkpoint_votes_held: self.checkpoint_votes.len(),
             checkpoint_states_held: self.own_checkpoints.len(),
             fetching_state: self.transfer.as_ref().map(|t| t.target.seq),
+            phase: self.phase,
+            view_changes_held: self.view_changes.len(),
+            prepared_certificates_held: self.prepared.len(),
+            future_messages_held: self.future.values().map(VecDeque::len).sum(),
             service_digest: self.service.state_digest(),
         }
     }
@@ -272,7 +325,24 @@ impl<S: Service> Replica<S> {
     fn on_message(&mut self, message: VerifiedMessage, actions: &mut Actions) {
         let from = message.sender();
         let kind = message.kind();
+        // Normal-case messages for a view this replica has not entered (yet) wait in a bounded
+        // per-peer buffer.
+        let view = match &message {
+            VerifiedMessage::PrePrepare(m) => Some(m.message().view),
+            VerifiedMessage::Prepare(m) => Some(m.message().view),
+            VerifiedMessage::Commit(m) => Some(m.message().view),
+            _ => None,
+        };
+        let ahead = view.is_some_and(|v| {
+            v > self.view || (v == self.view && self.phase == Phase::ViewChanging)
+        });
         let result = match message {
+            message if ahead => match from {
+                Principal::Replica(sender) if sender != self.id => {
+                    self.buffer_future(sender, message)
+                }
+                _ => Err(Rejection::FromSelf),
+            },
             VerifiedMessage::Request(request) => self.on_request(request, actions),
             VerifiedMessage::PrePrepare(m) => self.on_pre_prepare(m, actions),
             VerifiedMessage::Prepare(m) => self.on_prepare(m, actions),
@@ -284,6 +354,8 @@ impl<S: Service> Replica<S> {
             VerifiedMessage::StateChunk(m) => self.on_state_chunk(m, actions),
             VerifiedMessage::FetchCommitted(m) => self.on_fetch_committed(m, actions),
             VerifiedMessage::CommittedBatch(m) => self.on_committed_batch(m, actions),
+            VerifiedMessage::ViewChange(m) => self.on_view_change(m, actions),
+            VerifiedMessage::NewView(m) => self.on_new_view(m, actions),
         };
         if let Err(reason) = result {
             *self.metrics.rejected.entry(reason.label()).or_default() += 1;
@@ -363,13 +435,17 @@ impl<S: Service> Replica<S> {
             assert_eq!(stable.seq, self.low_watermark);
             assert!(stable.proof.len() >= self.config.quorum());
         }
-        if self.is_primary() {
-            assert!(self.last_assigned >= self.last_executed);
-            assert!(
-                self.last_assigned.0 - self.last_executed.0
-                    <= self.config.limits.max_in_flight_batches
-            );
-        }
+        assert!(self.view_changes.len() <= n);
+        assert!(self.future.len() < n);
+        let future_limit = self.config.limits.max_future_messages_per_peer;
+        assert!(
+            self.future
+                .values()
+                .all(|queue| queue.len() <= future_limit)
+        );
+        assert!(self.prepared.len() as u64 <= self.config.limits.window);
+        assert!(self.prepared.keys().all(|seq| *seq > self.low_watermark));
+        assert!(self.waiting.len() <= self.config.clients.len());
     }
 }
 

@@ -52,6 +52,7 @@ impl<S: Service> Replica<S> {
         } else {
             // Relay once per timestamp; the client's retransmissions reach the primary directly.
             self.clients.entry(client).in_progress = timestamp;
+            self.request_pending(client);
             let primary = self.view.primary(self.config.n());
             actions.send(Outgoing {
                 to: Destination::Replica(primary),
@@ -65,7 +66,7 @@ impl<S: Service> Replica<S> {
     /// the in-flight bound allow: batches form while earlier ones are in flight, so under load the
     /// primary never waits idle, and without load a request is proposed at once.
     pub(super) fn propose_batches(&mut self, actions: &mut Actions) {
-        if !self.is_primary() {
+        if !self.is_primary() || self.phase != super::Phase::Normal {
             return;
         }
         let limits = self.config.limits;
@@ -153,6 +154,11 @@ impl<S: Service> Replica<S> {
         self.check_caught_up(seq)?;
         let slot = self.log.slot(seq);
         if let Some(accepted) = slot.digest() {
+            if accepted == digest && slot.batch.is_none() {
+                // A pre-prepare re-issued without its batch (NEW-VIEW) meets its batch.
+                slot.batch = Some(batch);
+                return Ok(());
+            }
             return Err(if accepted == digest {
                 Rejection::Duplicate
             } else {
@@ -246,6 +252,8 @@ impl<S: Service> Replica<S> {
             return;
         };
         if !slot.commit_sent && slot.is_prepared(f) {
+            self.record_prepared(seq);
+            let slot = self.log.get_mut(seq).expect("slot exists");
             let digest = slot.digest().expect("prepared implies a pre-prepare");
             slot.commit_sent = true;
             let commit = Commit { view, seq, digest };

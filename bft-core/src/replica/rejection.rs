@@ -88,6 +88,16 @@ pub enum Rejection {
     /// State-transfer data that does not match the certified digest: the sender is marked bad.
     #[error("state transfer data does not match the certified digest")]
     StateMismatch,
+    /// A VIEW-CHANGE whose checkpoint proof or prepared certificates do not prove what they claim.
+    #[error("invalid view-change")]
+    InvalidViewChange,
+    /// A NEW-VIEW without 2f+1 valid VIEW-CHANGEs for its view from distinct replicas, or whose
+    /// pre-prepares differ from those the VIEW-CHANGEs determine.
+    #[error("invalid new-view")]
+    InvalidNewView,
+    /// The buffer for this peer's messages for views not yet entered is full.
+    #[error("buffer for future-view messages from this peer is full")]
+    FutureBufferFull,
     /// A pre-prepare without its batch where the batch is needed (normal case, committed batch).
     #[error("pre-prepare without its batch")]
     MissingBatch,
@@ -128,6 +138,9 @@ impl Rejection {
             Rejection::CatchingUp { .. } => "catching_up",
             Rejection::InvalidCertificate => "invalid_certificate",
             Rejection::MissingBatch => "missing_batch",
+            Rejection::InvalidViewChange => "invalid_view_change",
+            Rejection::InvalidNewView => "invalid_new_view",
+            Rejection::FutureBufferFull => "future_buffer_full",
         }
     }
 }

@@ -65,9 +65,7 @@ pub fn config(f: usize, clients: u64) -> ClusterConfig {
     let clients = (1..=clients)
         .map(|i| (ClientId(i), client_key(i).public()))
         .collect();
-    let mut config = ClusterConfig::new(7, f, replicas, clients);
-    config.limits.window = 4096;
-    config
+    ClusterConfig::new(7, f, replicas, clients)
 }
 
 /// Replicas running [`LogService`] and clients on a FIFO in-memory network.
