@@ -255,8 +255,9 @@ pub enum VerifyError {
     /// A certificate embeds a message of a kind it cannot hold.
     #[error("a {0:?} cannot be embedded here")]
     UnexpectedEmbeddedKind(MessageKind),
-    /// A certificate embeds more messages than the cluster has replicas.
-    #[error("{0} embedded votes exceed the number of replicas")]
+    /// A certificate embeds a list longer than its bound (the number of replicas for votes, the
+    /// window for per-sequence-number entries).
+    #[error("{0} embedded messages exceed the bound for that list")]
     TooManyEmbedded(usize),
     /// A pre-prepare's digest does not match its requests.
     #[error("pre-prepare digest does not match its batch")]
@@ -609,11 +610,12 @@ impl Verifier {
 
     fn verify_view_change(&self, payload: ViewChangePayload) -> Result<ViewChange, VerifyError> {
         let n = self.config.n();
-        let too_many = payload.checkpoint_proof.len() > n
-            || payload.prepared.len() as u64 > self.config.limits.window
-            || payload.prepared.iter().any(|c| c.prepares.len() > n);
-        if too_many {
-            return Err(VerifyError::TooManyEmbedded(payload.prepared.len()));
+        let window = usize::try_from(self.config.limits.window).unwrap_or(usize::MAX);
+        let lists = std::iter::once((payload.checkpoint_proof.len(), n))
+            .chain(std::iter::once((payload.prepared.len(), window)))
+            .chain(payload.prepared.iter().map(|c| (c.prepares.len(), n)));
+        if let Some((len, _)) = lists.into_iter().find(|(len, max)| len > max) {
+            return Err(VerifyError::TooManyEmbedded(len));
         }
         let mut kinds = vec![MessageKind::Checkpoint; payload.checkpoint_proof.len()];
         let mut frames = payload.checkpoint_proof;
@@ -654,10 +656,11 @@ impl Verifier {
     }
 
     fn verify_new_view(&self, payload: NewViewPayload) -> Result<NewView, VerifyError> {
-        if payload.view_changes.len() > self.config.n()
-            || payload.pre_prepares.len() as u64 > self.config.limits.window
-        {
+        if payload.view_changes.len() > self.config.n() {
             return Err(VerifyError::TooManyEmbedded(payload.view_changes.len()));
+        }
+        if payload.pre_prepares.len() as u64 > self.config.limits.window {
+            return Err(VerifyError::TooManyEmbedded(payload.pre_prepares.len()));
         }
         let mut kinds = vec![MessageKind::ViewChange; payload.view_changes.len()];
         kinds.extend(payload.pre_prepares.iter().map(|_| MessageKind::PrePrepare));

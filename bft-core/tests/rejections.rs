@@ -820,7 +820,7 @@ fn verify_batch_agrees_with_verify_frame_by_frame() {
 /// Section 4.2 ("it is in view v") with a bounded buffer for views ahead (section 4.4): prepares,
 /// commits and pre-prepares for a view the backup has not entered are not processed but held, at
 /// most `limits.max_future_messages_per_peer` per sender; one more is `FutureBufferFull` and
-/// changes nothing. (Messages for past views are `WrongView`: see the view-change tests.)
+/// changes nothing. A single replica's messages never move the backup. (Messages for past views are `WrongView`: see the view-change tests.)
 #[test]
 fn messages_for_views_ahead_are_buffered_within_a_per_peer_limit() {
     let mut config = harness::config(1, 3);
@@ -845,13 +845,27 @@ fn messages_for_views_ahead_are_buffered_within_a_per_peer_limit() {
         fx.verified(fx.commit(2, 1, 2, digest)),
         Rejection::FutureBufferFull,
     );
-    // Another sender has its own budget.
+    // Another sender has its own budget. With messages for later views from f+1 = 2 replicas,
+    // the backup concludes it missed a view change (TOCS section 4.5.2) and asks to join the
+    // smallest view both reached: it moves to view 1 and sends a VIEW-CHANGE.
     let actions = backup.step(
         Time::ZERO,
         Input::Message(fx.verified(fx.commit(3, 1, 1, digest))),
     );
-    assert!(actions.is_quiet() && actions.rejected.is_empty());
-    assert_eq!(backup.status().future_messages_held, 3);
+    assert!(actions.rejected.is_empty());
+    let status = backup.status();
+    assert_eq!(status.future_messages_held, 3);
+    assert_eq!(
+        (status.view, status.phase),
+        (View(1), bft_core::Phase::ViewChanging)
+    );
+    assert_eq!(backup.metrics().rejoins, 1);
+    assert!(
+        actions
+            .to_persist()
+            .iter()
+            .any(|r| r.kind == MessageKind::ViewChange)
+    );
 }
 
 /// Section 4.2 ("the sequence number is between a low water mark h and a high water mark H"):

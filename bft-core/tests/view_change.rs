@@ -7,7 +7,7 @@ use bft_core::messages::{
 };
 use bft_core::testkit::{self, Cluster, Envelope, Node};
 use bft_core::{
-    ClientId, MessageKind, Outcome, Phase, Principal, Rejection, ReplicaId, SeqNum, Time,
+    ClientId, MessageKind, Outcome, Phase, Principal, Rejection, ReplicaId, SeqNum, Service, Time,
     VerifiedMessage, VerifyError, View,
 };
 use bft_crypto::Digest;
@@ -538,4 +538,61 @@ fn lost_view_changes_are_resent_until_the_view_is_installed() {
         "{lost:?}"
     );
     assert_eq!(cluster.assert_agreement(&set(&[0])), 10);
+}
+
+/// Sections 4.3 and 4.4 together, with f = 1 so that every live replica is needed for a quorum:
+/// a replica comes back just as another fails, four times over. A backup that missed a few
+/// batches returns as the primary fails (the batches re-issued without their requests in the new
+/// view are fetched with commit certificates); the old primary returns after missing the view
+/// change (it learns of the later view from f+1 replicas' messages and asks for the NEW-VIEW)
+/// as a backup fails; that backup returns several checkpoints behind (state transfer, pointed to
+/// the latest checkpoint by peers that discarded older ones) as another replica fails. Every
+/// request completes and the replicas end with the same state.
+#[test]
+fn a_returning_backup_and_a_failing_primary_at_once() {
+    let mut config = testkit::config(1, 4);
+    config.limits.checkpoint_interval = 16;
+    config.limits.window = 32;
+    let mut cluster = Cluster::new(config);
+    assert_eq!(
+        cluster.run_closed_loop(&ids(4), 10, Duration::from_secs(60), op),
+        40
+    );
+    // Cut off for fewer batches than the window (it will lack their requests, not a checkpoint)...
+    cluster.silent = set(&[3]);
+    assert_eq!(
+        cluster.run_closed_loop(&ids(4), 2, Duration::from_secs(60), op),
+        8
+    );
+    cluster.silent = set(&[0]);
+    assert_eq!(
+        cluster.run_closed_loop(&ids(4), 10, Duration::from_secs(600), op),
+        40
+    );
+    // ... and then for several checkpoint intervals (state transfer, then the batches after it).
+    cluster.silent = set(&[3]);
+    assert_eq!(
+        cluster.run_closed_loop(&ids(4), 30, Duration::from_secs(600), op),
+        120
+    );
+    cluster.silent = set(&[1]);
+    assert_eq!(
+        cluster.run_closed_loop(&ids(4), 10, Duration::from_secs(600), op),
+        40
+    );
+    assert!(
+        cluster.run_until(Duration::from_secs(3600), |c| c.network.is_empty()
+            && c.next_deadline().is_none())
+    );
+    let returned = &cluster.replicas[3];
+    assert!(returned.metrics().state_transfers_completed >= 1);
+    assert_eq!(
+        returned.status().last_executed,
+        cluster.replicas[2].status().last_executed
+    );
+    assert_eq!(cluster.assert_agreement(&set(&[0, 1, 3])), 248);
+    assert_eq!(
+        returned.service().state_digest(),
+        cluster.replicas[2].service().state_digest()
+    );
 }

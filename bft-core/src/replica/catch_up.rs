@@ -143,6 +143,7 @@ impl<S: Service> Replica<S> {
         let sender = self.replica_sender(message.sender())?;
         let from = message.message().from;
         if from <= self.low_watermark {
+            self.send_stable_proof(sender, actions);
             return Err(Rejection::Late {
                 seq: from,
                 low: self.low_watermark,
@@ -225,8 +226,14 @@ impl<S: Service> Replica<S> {
         self.in_window(seq)?;
         self.check_caught_up(seq)?;
         let slot = self.log.slot(seq);
-        if slot.committed {
-            return Err(Rejection::Duplicate);
+        if slot.committed && slot.digest() == Some(digest) {
+            if slot.batch.is_some() {
+                return Err(Rejection::Duplicate);
+            }
+            // Committed here (in a new view, say) without the batch: the certificate brings it.
+            slot.batch = Some(batch);
+            self.metrics.committed_batches_installed += 1;
+            return Ok(());
         }
         slot.batch = Some(batch);
         slot.pre_prepare = Some((**pre_prepare).clone());

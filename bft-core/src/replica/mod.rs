@@ -90,6 +90,10 @@ pub struct Metrics {
     pub view_changes_started: u64,
     /// New views installed (by NEW-VIEW).
     pub view_changes_completed: u64,
+    /// View changes started because f+1 replicas were seen in a later view.
+    pub rejoins: u64,
+    /// Stable checkpoint proofs sent to replicas that asked for discarded state or batches.
+    pub stable_proofs_sent: u64,
 }
 
 /// A summary of what the replica holds, for tests and monitoring. Two equal statuses around a
@@ -327,19 +331,16 @@ impl<S: Service> Replica<S> {
         let kind = message.kind();
         // Normal-case messages for a view this replica has not entered (yet) wait in a bounded
         // per-peer buffer.
-        let view = match &message {
-            VerifiedMessage::PrePrepare(m) => Some(m.message().view),
-            VerifiedMessage::Prepare(m) => Some(m.message().view),
-            VerifiedMessage::Commit(m) => Some(m.message().view),
-            _ => None,
-        };
+        let view = view_change::message_view(&message);
         let ahead = view.is_some_and(|v| {
             v > self.view || (v == self.view && self.phase == Phase::ViewChanging)
         });
         let result = match message {
             message if ahead => match from {
                 Principal::Replica(sender) if sender != self.id => {
-                    self.buffer_future(sender, message)
+                    let buffered = self.buffer_future(sender, message);
+                    self.rejoin_if_left_behind(actions);
+                    buffered
                 }
                 _ => Err(Rejection::FromSelf),
             },

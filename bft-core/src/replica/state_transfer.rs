@@ -183,11 +183,17 @@ impl<S: Service> Replica<S> {
         let sender = self.replica_sender(message.sender())?;
         let FetchState { seq, digest, chunk } = *message.message();
         let chunk_bytes = self.config.limits.state_chunk_bytes;
-        let stored = self
+        let Some(stored) = self
             .own_checkpoints
             .get(&seq)
             .filter(|stored| stored.digest == digest)
-            .ok_or(Rejection::StateUnavailable { seq })?;
+        else {
+            // Discarded for a later stable checkpoint: point the asker at that one.
+            if seq < self.low_watermark {
+                self.send_stable_proof(sender, actions);
+            }
+            return Err(Rejection::StateUnavailable { seq });
+        };
         let frame = match chunk {
             None => self.sign(&stored.manifest).0,
             Some(index) => {
@@ -344,6 +350,20 @@ impl<S: Service> Replica<S> {
         self.make_stable(target);
         self.catch_up = None;
         self.start_catch_up(actions);
+    }
+
+    /// Sends the CHECKPOINT messages that prove this replica's stable checkpoint to a replica that
+    /// asked for something older: they are signed by their senders, so the asker can check them,
+    /// learn of the later checkpoint and fetch that instead.
+    pub(super) fn send_stable_proof(&mut self, to: ReplicaId, actions: &mut Actions) {
+        let Some(stable) = &self.stable else { return };
+        for vote in &stable.proof {
+            actions.send(Outgoing {
+                to: Destination::Replica(to),
+                frame: vote.frame().clone(),
+            });
+        }
+        self.metrics.stable_proofs_sent += 1;
     }
 
     /// While fetching state, the replica does not vote on sequence numbers at or below the

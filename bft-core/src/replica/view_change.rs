@@ -477,7 +477,9 @@ impl<S: Service> Replica<S> {
         let is_primary = self.is_primary();
         for pre_prepare in pre_prepares {
             let PrePrepare { seq, digest, .. } = *pre_prepare.message();
-            if seq <= self.low_watermark || self.check_caught_up(seq).is_err() {
+            // At or below h: covered by the checkpoint. Above h + L (this replica is fetching
+            // min-s): fetched with commit certificates once it has caught up.
+            if self.in_window(seq).is_err() || self.check_caught_up(seq).is_err() {
                 continue;
             }
             let slot = self.log.slot(seq);
@@ -547,6 +549,29 @@ impl<S: Service> Replica<S> {
         Ok(())
     }
 
+    /// A replica that missed a view change (it was cut off while the others moved on) learns of it
+    /// from buffered normal-case messages: once f+1 replicas sent messages for views above its
+    /// own, it moves to the smallest such view at least f+1 of them reached and sends a
+    /// VIEW-CHANGE, which the primary of that view answers with its NEW-VIEW. f Byzantine
+    /// replicas alone cannot trigger this.
+    pub(super) fn rejoin_if_left_behind(&mut self, actions: &mut Actions) {
+        if self.phase != Phase::Normal {
+            return;
+        }
+        let mut highest: Vec<View> = self
+            .future
+            .values()
+            .filter_map(|queue| queue.iter().filter_map(message_view).max())
+            .filter(|view| *view > self.view)
+            .collect();
+        if highest.len() > self.config.f {
+            highest.sort_unstable_by(|a, b| b.cmp(a));
+            let target = highest[self.config.f];
+            self.metrics.rejoins += 1;
+            self.start_view_change(target, actions);
+        }
+    }
+
     fn replay_future_messages(&mut self, actions: &mut Actions) {
         let buffered = std::mem::take(&mut self.future);
         for (_, queue) in buffered {
@@ -554,6 +579,16 @@ impl<S: Service> Replica<S> {
                 self.on_message(message, actions);
             }
         }
+    }
+}
+
+/// The view of a normal-case message.
+pub(super) fn message_view(message: &VerifiedMessage) -> Option<View> {
+    match message {
+        VerifiedMessage::PrePrepare(m) => Some(m.message().view),
+        VerifiedMessage::Prepare(m) => Some(m.message().view),
+        VerifiedMessage::Commit(m) => Some(m.message().view),
+        _ => None,
     }
 }
 
