@@ -92,6 +92,9 @@ pub struct Timing {
     pub view_change: Duration,
     /// How often a replica re-sends its VIEW-CHANGE until the new view is installed.
     pub view_change_resend: Duration,
+    /// How long a slot may stay uncommitted before the replica re-sends its own pre-prepare,
+    /// prepare and commit for it (recovering lost messages without a view change).
+    pub vote_resend: Duration,
 }
 
 impl Default for Limits {
@@ -118,6 +121,7 @@ impl Default for Timing {
             state_transfer_retry: Duration::from_millis(500),
             view_change: Duration::from_secs(1),
             view_change_resend: Duration::from_millis(500),
+            vote_resend: Duration::from_millis(300),
         }
     }
 }
@@ -246,6 +250,9 @@ impl ClusterConfig {
         }
         if self.timing.view_change_resend.is_zero() {
             return Err(invalid("timing.view_change_resend", "must be positive"));
+        }
+        if self.timing.vote_resend.is_zero() {
+            return Err(invalid("timing.vote_resend", "must be positive"));
         }
         Ok(())
     }

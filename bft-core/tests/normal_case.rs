@@ -298,3 +298,46 @@ fn an_oversized_reply_becomes_the_same_error_everywhere() {
     assert_eq!(outcomes[1], Outcome::ReplyTooLarge { len: 208 });
     assert!(matches!(outcomes[2], Outcome::Ok(_)));
 }
+
+/// A slot stalled by lost messages recovers without a view change (TOCS 2002 section 5.2): every
+/// commit sent to replica 2 for sequence number 6, the last one, is lost (with no later batch,
+/// nothing shows replica 2 a gap). After `timing.vote_resend` replica 2 re-sends its own votes and
+/// asks a peer for the committed batch, and executes it; nobody changes view.
+#[test]
+fn a_stalled_slot_recovers_without_a_view_change() {
+    let mut cluster = Cluster::with_f(1, 1);
+    let verifier = cluster.verifier.clone();
+    let mut dropped = BTreeSet::new();
+    cluster.filter = Some(Box::new(move |e| {
+        let Ok(bft_core::VerifiedMessage::Commit(commit)) = verifier.verify(e.frame.clone()) else {
+            return true;
+        };
+        if e.to != harness::Node::Replica(ReplicaId(2)) || commit.message().seq != SeqNum(6) {
+            return true;
+        }
+        !dropped.insert(e.from)
+    }));
+    assert_eq!(
+        cluster.run_closed_loop(&ids(1), 6, Duration::from_secs(60), op),
+        6
+    );
+    assert!(cluster.run_until(
+        Duration::from_secs(60),
+        |c| c.replicas[2].status().last_executed == SeqNum(6)
+    ));
+    assert_eq!(cluster.assert_agreement(&BTreeSet::new()), 6);
+    assert!(
+        cluster
+            .replicas
+            .iter()
+            .all(|r| r.view() == bft_core::View(0))
+    );
+    assert!(
+        cluster
+            .replicas
+            .iter()
+            .map(|r| r.metrics().votes_resent)
+            .sum::<u64>()
+            > 0
+    );
+}

@@ -1,6 +1,6 @@
 //! The message log: one slot per sequence number inside the window (PBFT section 4.2).
 
-use crate::ids::{ReplicaId, SeqNum};
+use crate::ids::{ReplicaId, SeqNum, Time};
 use crate::messages::{Batch, Commit, PrePrepare, Prepare};
 use crate::verify::Verified;
 use bft_crypto::Digest;
@@ -21,6 +21,9 @@ pub(crate) struct Slot {
     pub(crate) commits: BTreeMap<ReplicaId, Verified<Commit>>,
     /// Whether this replica has sent its commit.
     pub(crate) commit_sent: bool,
+    /// When this replica accepted the pre-prepare (its votes are re-sent if the slot has not
+    /// committed some time after).
+    pub(crate) accepted_at: Time,
     /// Whether the batch is committed here: committed-local (prepared plus 2f+1 matching
     /// commits), or installed with a commit certificate fetched from a peer.
     pub(crate) committed: bool,
@@ -104,6 +107,19 @@ impl Log {
 
     pub(crate) fn slots(&self) -> impl Iterator<Item = (&SeqNum, &Slot)> {
         self.slots.iter()
+    }
+
+    /// Slots above `seq`.
+    pub(crate) fn slots_after(&self, seq: SeqNum) -> impl Iterator<Item = (&SeqNum, &Slot)> {
+        self.slots.range(seq.next()..)
+    }
+
+    /// Slots above `seq`, mutably.
+    pub(crate) fn slots_after_mut(
+        &mut self,
+        seq: SeqNum,
+    ) -> impl Iterator<Item = (&SeqNum, &mut Slot)> {
+        self.slots.range_mut(seq.next()..)
     }
 
     /// Whether any slot above `seq` is committed.

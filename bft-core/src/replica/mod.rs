@@ -13,6 +13,7 @@ mod new_view;
 mod normal_case;
 mod rejection;
 mod requests;
+mod retransmit;
 mod state_transfer;
 mod view_change;
 
@@ -94,6 +95,8 @@ pub struct Metrics {
     pub rejoins: u64,
     /// Stable checkpoint proofs sent to replicas that asked for discarded state or batches.
     pub stable_proofs_sent: u64,
+    /// Own pre-prepares, prepares and commits re-sent for slots that stayed uncommitted.
+    pub votes_resent: u64,
 }
 
 /// A summary of what the replica holds, for tests and monitoring. Two equal statuses around a
@@ -247,6 +250,7 @@ impl<S: Service> Replica<S> {
                 self.state_transfer_tick(&mut actions);
                 self.catch_up_tick(&mut actions);
                 self.view_change_tick(&mut actions);
+                self.resend_votes(&mut actions);
             }
         }
         self.propose_batches(&mut actions);
@@ -269,6 +273,7 @@ impl<S: Service> Replica<S> {
             self.state_transfer_deadline(),
             self.catch_up_deadline(),
             self.view_change_deadline(),
+            self.vote_resend_deadline(),
         ]
         .into_iter()
         .flatten()

@@ -111,6 +111,7 @@ impl<S: Service> Replica<S> {
             };
             let slot = self.log.slot(seq);
             slot.pre_prepare = Some(own(self.id, pre_prepare, frame.clone(), message_digest));
+            slot.accepted_at = self.now;
             slot.batch = Some(batch);
             self.last_assigned = seq;
             self.metrics.batches_proposed += 1;
@@ -140,6 +141,7 @@ impl<S: Service> Replica<S> {
         actions: &mut Actions,
     ) -> Result<(), Rejection> {
         let sender = self.replica_sender(message.sender())?;
+        let now = self.now;
         let pre_prepare = message.message();
         let (view, seq, digest) = (pre_prepare.view, pre_prepare.seq, pre_prepare.digest);
         let Some(batch) = pre_prepare.requests.clone() else {
@@ -169,6 +171,7 @@ impl<S: Service> Replica<S> {
         slot.prepares.retain(|_, p| p.message().digest == digest);
         slot.commits.retain(|_, c| c.message().digest == digest);
         slot.pre_prepare = Some(message);
+        slot.accepted_at = now;
         slot.batch = Some(batch);
         let prepare = Prepare { view, seq, digest };
         let (frame, message_digest) = self.sign(&prepare);

@@ -485,6 +485,7 @@ impl<S: Service> Replica<S> {
             let slot = self.log.slot(seq);
             slot.batch = known.get(&digest).cloned();
             slot.pre_prepare = Some(pre_prepare);
+            slot.accepted_at = self.now;
             if !is_primary {
                 let prepare = Prepare { view, seq, digest };
                 let (frame, message_digest) = self.sign(&prepare);
