@@ -38,7 +38,10 @@ impl<S: Service> Replica<S> {
         if self.catch_up.is_some() || self.transfer.is_some() {
             return;
         }
-        let peer = self.next_peer(self.id);
+        // Each fetch starts with the peer after the one the last fetch started with, so a peer
+        // that cannot serve is not asked first every time.
+        let peer = self.next_peer(self.catch_up_cursor);
+        self.catch_up_cursor = peer;
         self.catch_up = Some(CatchUp {
             peer,
             from: SeqNum(0),
@@ -107,11 +110,11 @@ impl<S: Service> Replica<S> {
         }
     }
 
-    /// On the retry deadline: asks again if the last request brought progress, asks another peer
-    /// if execution is still stuck, and stops otherwise.
+    /// On the retry deadline: asks again if the last request brought progress, otherwise asks the
+    /// next peer, and stops after every other replica was asked once without result.
     pub(super) fn catch_up_tick(&mut self, actions: &mut Actions) {
-        let (now, last_executed, stuck) = (self.now, self.last_executed, self.execution_has_gap());
-        let limit = self.config.n();
+        let (now, last_executed) = (self.now, self.last_executed);
+        let limit = self.config.n() - 1;
         let Some(catch_up) = self.catch_up.as_mut() else {
             return;
         };
@@ -120,7 +123,7 @@ impl<S: Service> Replica<S> {
         }
         if last_executed >= catch_up.from {
             catch_up.fruitless = 0;
-        } else if stuck && catch_up.fruitless < limit {
+        } else if catch_up.fruitless < limit {
             catch_up.fruitless += 1;
             let peer = catch_up.peer;
             let next = self.next_peer(peer);
@@ -149,32 +152,24 @@ impl<S: Service> Replica<S> {
                 low: self.low_watermark,
             });
         }
-        let quorum = self.config.quorum();
         let last = SeqNum(self.last_executed.0.min(from.0 + MAX_BATCHES_PER_FETCH - 1));
         for seq in from.0..=last.0 {
-            let Some(slot) = self.log.get(SeqNum(seq)) else {
+            let Some(certificate) = self.commit_certificates.get(&SeqNum(seq)) else {
                 break;
             };
-            let (Some(pre_prepare), Some(batch)) = (slot.pre_prepare.as_ref(), slot.batch.as_ref())
-            else {
+            let Some(batch) = certificate.batch.as_ref() else {
                 break;
             };
-            let digest = pre_prepare.message().digest;
-            let commits: Vec<ByteBuf> = slot
-                .commits
-                .values()
-                .filter(|c| c.message().digest == digest)
-                .take(quorum)
-                .map(|c| ByteBuf::from(c.frame().to_vec()))
-                .collect();
-            if commits.len() < quorum {
-                break;
-            }
-            let with_batch = codec::with_attachment(pre_prepare.frame(), &encode_batch_of(batch))
-                .expect("own log holds decodable frames");
+            let with_batch =
+                codec::with_attachment(certificate.pre_prepare.frame(), &encode_batch_of(batch))
+                    .expect("own log holds decodable frames");
             let payload = CommittedBatchPayload {
                 pre_prepare: ByteBuf::from(with_batch.to_vec()),
-                commits,
+                commits: certificate
+                    .commits
+                    .iter()
+                    .map(|c| ByteBuf::from(c.frame().to_vec()))
+                    .collect(),
             };
             let (frame, _) = self.sign(&payload);
             self.metrics.committed_batches_served += 1;
@@ -233,6 +228,7 @@ impl<S: Service> Replica<S> {
             // Committed here (in a new view, say) without the batch: the certificate brings it.
             slot.batch = Some(batch);
             self.metrics.committed_batches_installed += 1;
+            self.record_commit_certificate(seq);
             return Ok(());
         }
         slot.batch = Some(batch);
@@ -247,6 +243,58 @@ impl<S: Service> Replica<S> {
         slot.commit_sent = true;
         slot.committed = true;
         self.metrics.committed_batches_installed += 1;
+        self.record_commit_certificate(seq);
         Ok(())
+    }
+}
+
+/// A commit certificate this replica holds for a sequence number above its stable checkpoint:
+/// kept across view changes (a certificate from any view proves the batch committed), so it can
+/// serve peers that missed the batch even after a new view re-issued it.
+#[derive(Debug, Clone)]
+pub(super) struct StoredCommit {
+    pre_prepare: Verified<crate::messages::PrePrepare>,
+    commits: Vec<Verified<crate::messages::Commit>>,
+    batch: Option<crate::messages::Batch>,
+}
+
+impl<S: Service> Replica<S> {
+    /// Keeps (or completes with the batch) the commit certificate of a slot that just committed.
+    pub(super) fn record_commit_certificate(&mut self, seq: SeqNum) {
+        let quorum = self.config.quorum();
+        let Some(slot) = self.log.get(seq) else {
+            return;
+        };
+        if let Some(held) = self.commit_certificates.get_mut(&seq) {
+            if held.batch.is_none()
+                && held.pre_prepare.message().digest == slot.digest().unwrap_or_default()
+            {
+                held.batch = slot.batch.clone();
+            }
+            return;
+        }
+        let Some(pre_prepare) = slot.pre_prepare.clone() else {
+            return;
+        };
+        let digest = pre_prepare.message().digest;
+        let commits: Vec<_> = slot
+            .commits
+            .values()
+            .filter(|c| c.message().digest == digest)
+            .take(quorum)
+            .cloned()
+            .collect();
+        if commits.len() < quorum {
+            return;
+        }
+        let batch = slot.batch.clone();
+        self.commit_certificates.insert(
+            seq,
+            StoredCommit {
+                pre_prepare,
+                commits,
+                batch,
+            },
+        );
     }
 }

@@ -252,6 +252,7 @@ impl<S: Service> Replica<S> {
         self.checkpoint_votes.discard_through(seq);
         self.own_checkpoints = self.own_checkpoints.split_off(&seq);
         self.prepared = self.prepared.split_off(&seq.next());
+        self.commit_certificates = self.commit_certificates.split_off(&seq.next());
         if self.transfer.as_ref().is_some_and(|t| t.target.seq <= seq) {
             self.transfer = None;
         }

@@ -33,7 +33,7 @@ use crate::service::Service;
 use crate::verify::{Verified, VerifiedMessage};
 use bft_crypto::{Digest, KeyPair, sha256};
 use bytes::Bytes;
-use catch_up::CatchUp;
+use catch_up::{CatchUp, StoredCommit};
 use checkpoints::{CheckpointVotes, StoredCheckpoint};
 use log::Log;
 use requests::{ClientTable, RequestQueue};
@@ -164,6 +164,10 @@ pub struct Replica<S: Service> {
     stable: Option<StableCertificate>,
     transfer: Option<Transfer>,
     catch_up: Option<CatchUp>,
+    /// The peer the last fetch of committed batches started with.
+    catch_up_cursor: ReplicaId,
+    /// Commit certificates for sequence numbers above the stable checkpoint, across views.
+    commit_certificates: BTreeMap<SeqNum, StoredCommit>,
     /// Normal case, or waiting for the NEW-VIEW of `view`.
     phase: Phase,
     /// In the normal case, the request timer of a backup; while view-changing, the NEW-VIEW timer.
@@ -221,6 +225,8 @@ impl<S: Service> Replica<S> {
             stable: None,
             transfer: None,
             catch_up: None,
+            catch_up_cursor: id,
+            commit_certificates: BTreeMap::new(),
             phase: Phase::Normal,
             view_timer: None,
             view_change_resend_at: None,
@@ -450,6 +456,12 @@ impl<S: Service> Replica<S> {
                 .all(|queue| queue.len() <= future_limit)
         );
         assert!(self.prepared.len() as u64 <= self.config.limits.window);
+        assert!(
+            self.commit_certificates
+                .keys()
+                .all(|seq| *seq > self.low_watermark)
+        );
+        assert!(self.commit_certificates.len() as u64 <= self.config.limits.window);
         assert!(self.prepared.keys().all(|seq| *seq > self.low_watermark));
         assert!(self.waiting.len() <= self.config.clients.len());
     }

@@ -70,10 +70,24 @@ impl<S: Service> Replica<S> {
             return;
         }
         let limits = self.config.limits;
+        // Batches this replica executed (committed in an earlier view, fetched by state transfer
+        // or with commit certificates) are decided: assign above them.
+        self.last_assigned = self.last_assigned.max(self.last_executed);
         while !self.queue.is_empty()
             && self.last_assigned.0 - self.last_executed.0 < limits.max_in_flight_batches
             && self.last_assigned < self.high_watermark()
         {
+            // A sequence number that already holds a pre-prepare (installed from a commit
+            // certificate of a later view, say) is taken: never assign it again.
+            let next = self.last_assigned.next();
+            if self
+                .log
+                .get(next)
+                .is_some_and(|slot| slot.pre_prepare.is_some())
+            {
+                self.last_assigned = next;
+                continue;
+            }
             let mut requests = Vec::new();
             let mut bytes = 0;
             while requests.len() < limits.max_batch_requests
@@ -159,6 +173,7 @@ impl<S: Service> Replica<S> {
             if accepted == digest && slot.batch.is_none() {
                 // A pre-prepare re-issued without its batch (NEW-VIEW) meets its batch.
                 slot.batch = Some(batch);
+                self.record_commit_certificate(seq);
                 return Ok(());
             }
             return Err(if accepted == digest {
@@ -281,6 +296,7 @@ impl<S: Service> Replica<S> {
         let slot = self.log.get_mut(seq).expect("slot exists");
         if !slot.committed && slot.is_committed_local(f) {
             slot.committed = true;
+            self.record_commit_certificate(seq);
         }
     }
 
