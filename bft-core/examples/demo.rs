@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 /// Run a PBFT cluster in one process through a backup failure and a primary failure, and report
 /// what every replica executed.
 #[derive(Parser)]
-#[command(version, about)]
+#[command(version)]
 struct Args {
     /// Faults tolerated; the cluster has 3f+1 replicas.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=5))]

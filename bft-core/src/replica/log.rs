@@ -54,6 +54,7 @@ impl Slot {
     }
 
     /// 2f+1 commits from distinct replicas that match the pre-prepare: a commit certificate.
+    #[cfg(debug_assertions)]
     pub(crate) fn has_commit_quorum(&self, f: usize) -> bool {
         let Some(digest) = self.digest() else {
             return false;
