@@ -1446,6 +1446,17 @@ fn new_primary_resends_new_view_to_a_replica_still_asking() {
     assert_eq!(&actions.pending_sends()[0].frame, sent.frame());
     assert!(actions.to_persist().is_empty());
     assert_eq!(replica.status(), status);
+
+    // At most once per `timing.view_change_resend` to each replica: a NEW-VIEW is large, and a
+    // Byzantine replica must not turn a stream of small VIEW-CHANGEs into a flood of them.
+    let again = fx.verified(fx.view_change_at_zero(0, 1, vec![]));
+    let actions = replica.step(Time::ZERO, Input::Message(again.clone()));
+    assert!(actions.pending_sends().is_empty());
+    assert_eq!(actions.rejected[0].reason, Rejection::Duplicate);
+    let later = Time::ZERO + fx.config.timing.view_change_resend;
+    let actions = replica.step(later, Input::Message(again));
+    assert_eq!(actions.pending_sends().len(), 1);
+    assert_eq!(&actions.pending_sends()[0].frame, sent.frame());
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -183,6 +183,8 @@ pub struct Replica<S: Service> {
     prepared: BTreeMap<SeqNum, StoredPrepared>,
     /// The NEW-VIEW that installed the current view (re-sent to replicas that missed it).
     new_view_frame: Option<Bytes>,
+    /// When the NEW-VIEW was last re-sent to each replica.
+    new_view_resent: BTreeMap<ReplicaId, Time>,
     /// Normal-case messages for views not entered yet, per sender.
     future: BTreeMap<ReplicaId, VecDeque<VerifiedMessage>>,
     metrics: Metrics,
@@ -235,6 +237,7 @@ impl<S: Service> Replica<S> {
             view_changes: BTreeMap::new(),
             prepared: BTreeMap::new(),
             new_view_frame: None,
+            new_view_resent: BTreeMap::new(),
             future: BTreeMap::new(),
             metrics: Metrics::default(),
             now: Time::ZERO,
@@ -448,6 +451,7 @@ impl<S: Service> Replica<S> {
             assert!(stable.proof.len() >= self.config.quorum());
         }
         assert!(self.view_changes.len() <= n);
+        assert!(self.new_view_resent.len() < n);
         assert!(self.future.len() < n);
         let future_limit = self.config.limits.max_future_messages_per_peer;
         assert!(

@@ -238,16 +238,27 @@ impl<S: Service> Replica<S> {
         check_view_change(&self.config, &message)?;
         let new_view = message.message().new_view;
         if new_view < self.view || (new_view == self.view && self.phase == Phase::Normal) {
-            // A replica still asking for the current view missed the NEW-VIEW: re-send it.
+            // A replica still asking for the current view missed the NEW-VIEW: re-send it, at
+            // most once per `timing.view_change_resend` to each replica (a NEW-VIEW is large; a
+            // Byzantine replica must not turn small VIEW-CHANGEs into a flood).
             if new_view == self.view
                 && self.is_primary()
                 && let Some(frame) = self.new_view_frame.clone()
             {
-                actions.send(Outgoing {
-                    to: Destination::Replica(sender),
-                    frame,
-                });
-                return Ok(());
+                let now = self.now;
+                let due = self
+                    .new_view_resent
+                    .get(&sender)
+                    .is_none_or(|at| *at + self.config.timing.view_change_resend <= now);
+                if due {
+                    self.new_view_resent.insert(sender, now);
+                    actions.send(Outgoing {
+                        to: Destination::Replica(sender),
+                        frame,
+                    });
+                    return Ok(());
+                }
+                return Err(Rejection::Duplicate);
             }
             return Err(Rejection::WrongView {
                 got: new_view,
@@ -435,6 +446,7 @@ impl<S: Service> Replica<S> {
         self.view_timer = None;
         self.view_change_resend_at = None;
         self.new_view_frame = Some(new_view_frame);
+        self.new_view_resent.clear();
         self.view_changes
             .retain(|_, vc| vc.message().new_view > view);
         self.metrics.view_changes_completed += 1;
