@@ -35,16 +35,16 @@ impl View {
         ReplicaId((self.0 % n as u64) as u32)
     }
 
-    /// The next view.
+    /// The next view (saturating: views never wrap).
     pub fn next(self) -> View {
-        View(self.0 + 1)
+        View(self.0.saturating_add(1))
     }
 }
 
 impl SeqNum {
-    /// The next sequence number.
+    /// The next sequence number (saturating: sequence numbers never wrap).
     pub fn next(self) -> SeqNum {
-        SeqNum(self.0 + 1)
+        SeqNum(self.0.saturating_add(1))
     }
 }
 

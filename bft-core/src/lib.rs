@@ -21,7 +21,9 @@
 //!   output type [`Verified`] cannot be built elsewhere.
 //! - The only way to obtain a step's frames is [`Actions::persist_then_send`], which persists the
 //!   step's [`SignedRecord`]s first: a replica that forgets what it signed could sign something
-//!   conflicting after a restart.
+//!   conflicting after a restart. (Until the durability work lands, nothing reads these records
+//!   back: a replica restarted empty may sign messages that conflict with ones it signed before,
+//!   so count it against f.)
 //! - The user's [`Service`] runs inside the replica, deterministically; a panic in it is contained
 //!   and becomes the same error outcome on every correct replica.
 //!

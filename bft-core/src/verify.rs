@@ -252,6 +252,9 @@ pub enum VerifyError {
         /// Why it was rejected.
         error: Box<VerifyError>,
     },
+    /// A NEW-VIEW from a replica that is not the primary of its view.
+    #[error("NEW-VIEW from {0}, not the primary of its view")]
+    NewViewNotFromPrimary(Principal),
     /// A certificate embeds a message of a kind it cannot hold.
     #[error("a {0:?} cannot be embedded here")]
     UnexpectedEmbeddedKind(MessageKind),
@@ -526,6 +529,12 @@ impl Verifier {
             }
             MessageKind::NewView => {
                 let payload: NewViewPayload = codec::decode(parsed.payload())?;
+                // Checked before the (many) embedded signatures: only the primary of a view
+                // may send its NEW-VIEW.
+                let primary = Principal::Replica(payload.view.primary(self.config.n()));
+                if sender != primary {
+                    return Err(VerifyError::NewViewNotFromPrimary(sender));
+                }
                 let new_view = self.verify_new_view(payload)?;
                 VerifiedMessage::NewView(Verified::new(sender, new_view, parsed.frame, digest))
             }

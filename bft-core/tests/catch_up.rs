@@ -278,3 +278,25 @@ fn certificates_embed_only_votes_and_verified_frames() {
         "{error:?}"
     );
 }
+
+/// Untrusted input never panics: a FetchCommitted for the last possible sequence number (whose
+/// range end would overflow) is answered with nothing, and changes nothing.
+#[test]
+fn a_fetch_at_the_end_of_the_sequence_space_is_harmless() {
+    let forge = Forge::new();
+    let mut cluster = forge.cluster;
+    let frame = bft_core::messages::FetchCommitted {
+        from: SeqNum(u64::MAX),
+    }
+    .sign(
+        &testkit::replica_key(1),
+        7,
+        Principal::Replica(ReplicaId(1)),
+    );
+    let message = cluster.verifier.verify(frame).expect("valid");
+    let replica = &mut cluster.replicas[0];
+    let before = replica.status();
+    let actions = replica.step(Time::ZERO, Input::Message(message));
+    assert!(actions.is_quiet());
+    assert_eq!(replica.status(), before);
+}

@@ -433,3 +433,66 @@ fn transferred_state_keeps_exactly_once_semantics() {
     assert_eq!((reply.client, reply.timestamp), (ClientId(1), timestamp));
     assert_eq!(reply.outcome, original);
 }
+
+/// TOCS 2002 section 6.2 (no single peer is trusted): a Byzantine replica that keeps sending bad
+/// manifests for the checkpoint a lagging replica is fetching cannot pin it there. Bad data from a
+/// peer that was not asked neither re-sends a request nor delays the retry deadline, so the
+/// fetcher still moves on to the newer certified checkpoint.
+#[test]
+fn a_byzantine_peer_cannot_pin_a_transfer_to_an_old_checkpoint() {
+    let config = std::sync::Arc::new(testkit::config(1, 1));
+    let verifier = bft_core::Verifier::new(config.clone()).expect("valid");
+    let mut lagging = bft_core::Replica::new(
+        config.clone(),
+        ReplicaId(3),
+        testkit::replica_key(3),
+        testkit::service::LogService::default(),
+    )
+    .expect("valid");
+    let verified = |frame: bytes::Bytes| verifier.verify(frame).expect("valid frame");
+    for (seq, digest) in [(128u64, Digest([9; 32])), (256, Digest([8; 32]))] {
+        for i in 0..3u32 {
+            let vote = Checkpoint {
+                seq: SeqNum(seq),
+                digest,
+            };
+            let frame = vote.sign(
+                &testkit::replica_key(i),
+                7,
+                Principal::Replica(ReplicaId(i)),
+            );
+            let _ = lagging.step(
+                bft_core::Time::ZERO,
+                bft_core::Input::Message(verified(frame)),
+            );
+        }
+    }
+    assert_eq!(lagging.status().fetching_state, Some(SeqNum(128)));
+    let mut requests_sent = 0;
+    for k in 1..=25u64 {
+        let now = bft_core::Time::from_nanos(k * 400_000_000);
+        let bad = StateManifest {
+            seq: SeqNum(128),
+            total_bytes: 0,
+            chunk_digests: vec![],
+        };
+        let frame = bad.sign(
+            &testkit::replica_key(0),
+            7,
+            Principal::Replica(ReplicaId(0)),
+        );
+        let actions = lagging.step(now, bft_core::Input::Message(verified(frame)));
+        requests_sent += actions.pending_sends().len();
+        let _ = lagging.step(now, bft_core::Input::Tick);
+    }
+    assert_eq!(
+        lagging.status().fetching_state,
+        Some(SeqNum(256)),
+        "moved on to the newer checkpoint"
+    );
+    assert!(
+        requests_sent <= 1,
+        "bad data from a peer not asked triggers no requests: {requests_sent}"
+    );
+    assert!(lagging.metrics().bad_state_served >= 1);
+}

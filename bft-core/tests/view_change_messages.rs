@@ -1553,22 +1553,18 @@ fn backup_accepts_a_new_view_with_n_view_changes() {
 }
 
 /// OSDI'99 section 4.4: only the primary of view v+1 may send its NEW-VIEW. A NEW-VIEW for view
-/// 1 signed by replica 3 or replica 0 (otherwise correct) is `NotFromPrimary`.
+/// 1 signed by replica 3 or replica 0 (otherwise correct) is refused by the verifier, before any
+/// of the signatures it embeds is checked: `NewViewNotFromPrimary`.
 #[test]
 fn new_view_not_from_the_primary_of_its_view_is_not_from_primary() {
     let fx = Fixture::new();
     let parts = NewViewParts::new(&fx);
     for signer in [3, 0] {
         let frame = fx.new_view(signer, 1, &parts.view_changes(), &parts.pre_prepares);
-        let mut replica = fx.replica(2);
-        assert_rejected(
-            &mut replica,
-            fx.verified(frame),
-            Rejection::NotFromPrimary {
-                sender: ReplicaId(signer),
-                primary: ReplicaId(1),
-            },
-            &format!("signed by replica {signer}"),
+        assert_eq!(
+            fx.refused(frame),
+            VerifyError::NewViewNotFromPrimary(Principal::Replica(ReplicaId(signer))),
+            "signed by replica {signer}"
         );
     }
 }

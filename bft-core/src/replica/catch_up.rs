@@ -152,7 +152,11 @@ impl<S: Service> Replica<S> {
                 low: self.low_watermark,
             });
         }
-        let last = SeqNum(self.last_executed.0.min(from.0 + MAX_BATCHES_PER_FETCH - 1));
+        let last = SeqNum(
+            self.last_executed
+                .0
+                .min(from.0.saturating_add(MAX_BATCHES_PER_FETCH - 1)),
+        );
         for seq in from.0..=last.0 {
             let Some(certificate) = self.commit_certificates.get(&SeqNum(seq)) else {
                 break;

@@ -10,7 +10,7 @@
 
 use super::{Actions, Destination, Outgoing, Rejection, Replica, SignedRecord, own};
 use crate::codec;
-use crate::ids::{ClientId, ReplicaId, SeqNum};
+use crate::ids::{ClientId, ReplicaId, SeqNum, View};
 use crate::messages::{Checkpoint, MessageKind, Outcome, StateManifest, checkpoint_digest};
 use crate::service::Service;
 use crate::verify::Verified;
@@ -165,7 +165,8 @@ impl<S: Service> Replica<S> {
         actions.sign_and_send(
             Some(SignedRecord {
                 kind: MessageKind::Checkpoint,
-                view: self.view,
+                // Checkpoints belong to no view: one record per sequence number.
+                view: View(0),
                 seq,
                 digest: checkpoint.digest,
                 frame: frame.clone(),

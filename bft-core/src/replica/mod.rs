@@ -1,8 +1,15 @@
-//! The sans-IO replica.
+//! The sans-IO replica, split by protocol section:
 //!
-//! The replica is split by protocol section: [`normal_case`](self) (pre-prepare, prepare,
-//! commit; PBFT section 4.2), client requests and exactly-once bookkeeping (section 4.1), and
-//! execution. View change, checkpoints and state transfer come in their own files.
+//! - `normal_case.rs`: client requests, pre-prepare, prepare, commit, batching (PBFT OSDI'99
+//!   sections 4.1 and 4.2; TOCS 2002 section 5.1);
+//! - `execution.rs`: execution in sequence order, replies, the last-reply cache;
+//! - `checkpoints.rs`: checkpoints and garbage collection (section 4.3);
+//! - `state_transfer.rs`: fetching a certified checkpoint's state in chunks (TOCS section 6);
+//! - `catch_up.rs`: fetching committed batches with their commit certificates (TOCS section 6);
+//! - `retransmit.rs`: re-sending votes of slots that stay uncommitted (TOCS section 5.2);
+//! - `view_change.rs` and `new_view.rs`: view change (section 4.4; TOCS section 4.5);
+//! - `log.rs`, `requests.rs`, `actions.rs`, `rejection.rs`: the log, per-client records, a step's
+//!   effects, and refusal reasons.
 
 mod actions;
 mod catch_up;
@@ -87,7 +94,8 @@ pub struct Metrics {
     pub committed_batches_installed: u64,
     /// Committed batches served to peers.
     pub committed_batches_served: u64,
-    /// View changes this replica started (moved to a new view and sent VIEW-CHANGE).
+    /// Moves to a higher view: by sending a VIEW-CHANGE, or by accepting a NEW-VIEW for a view
+    /// above the current one.
     pub view_changes_started: u64,
     /// New views installed (by NEW-VIEW).
     pub view_changes_completed: u64,

@@ -1,4 +1,8 @@
-//! Why a replica refused a verified message. Every refusal leaves the replica's state unchanged.
+//! Why a replica refused a verified message. A refusal never changes the log, the votes held or
+//! the service. A few refusals also prompt a reaction: a state-transfer peer that served bad data
+//! is marked bad (and replaced, if it was the one asked), a request for discarded state or
+//! batches is answered with the stable checkpoint's proof, and a full future-view buffer may
+//! still show that the replica missed a view change.
 
 use crate::ids::{ReplicaId, SeqNum, View};
 

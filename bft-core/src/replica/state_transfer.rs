@@ -235,10 +235,7 @@ impl<S: Service> Replica<S> {
         let chunks = manifest.chunk_digests.len() as u64;
         let consistent = chunks == manifest.total_bytes.div_ceil(chunk_bytes);
         if !consistent || checkpoint_digest(manifest) != transfer.target.digest {
-            self.metrics.bad_state_served += 1;
-            transfer.bad.insert(sender);
-            transfer.rotate();
-            self.request_state(actions);
+            self.reject_bad_state(sender, actions);
             return Err(Rejection::StateMismatch);
         }
         let carried = std::mem::take(&mut transfer.carried);
@@ -286,15 +283,28 @@ impl<S: Service> Replica<S> {
         if chunk.data.len() as u64 != expected_len
             || sha256(&chunk.data) != manifest.chunk_digests[index]
         {
-            self.metrics.bad_state_served += 1;
-            transfer.bad.insert(sender);
-            transfer.rotate();
-            self.request_state(actions);
+            self.reject_bad_state(sender, actions);
             return Err(Rejection::StateMismatch);
         }
         transfer.chunks[index] = Some(chunk.data.clone());
         self.continue_transfer(actions);
         Ok(())
+    }
+
+    /// A peer served data that does not match the certificate: it is marked bad, and if it is the
+    /// peer being asked, the next peer is asked. Bad data from anyone else changes nothing else
+    /// (it neither re-sends a request nor delays the switch to a newer checkpoint), so one
+    /// Byzantine replica cannot keep a transfer pinned or make it multiply requests.
+    fn reject_bad_state(&mut self, sender: ReplicaId, actions: &mut Actions) {
+        self.metrics.bad_state_served += 1;
+        let Some(transfer) = self.transfer.as_mut() else {
+            return;
+        };
+        transfer.bad.insert(sender);
+        if transfer.peer() == sender {
+            transfer.rotate();
+            self.request_state(actions);
+        }
     }
 
     /// Asks for the next piece, or installs the state once every chunk is in.
