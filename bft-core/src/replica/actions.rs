@@ -94,9 +94,14 @@ pub struct Actions {
 }
 
 impl Actions {
-    pub(crate) fn sign_and_send(&mut self, record: Option<SignedRecord>, outgoing: Outgoing) {
-        self.persist.extend(record);
-        self.send.push(outgoing);
+    /// Persists a signed record and multicasts its frame to the other replicas (in that order
+    /// once the driver calls [`Actions::persist_then_send`]).
+    pub(crate) fn persist_and_multicast(&mut self, record: SignedRecord) {
+        self.send.push(Outgoing {
+            to: Destination::OtherReplicas,
+            frame: record.frame.clone(),
+        });
+        self.persist.push(record);
     }
 
     pub(crate) fn persist(&mut self, record: SignedRecord) {

@@ -8,7 +8,7 @@
 //! holds more than the window L. A certificate for a state the replica does not have starts state
 //! transfer (see `state_transfer.rs`).
 
-use super::{Actions, Destination, Outgoing, Rejection, Replica, SignedRecord, own};
+use super::{Actions, Rejection, Replica, SignedRecord, own};
 use crate::codec;
 use crate::ids::{ClientId, ReplicaId, SeqNum, View};
 use crate::messages::{Checkpoint, MessageKind, Outcome, StateManifest, checkpoint_digest};
@@ -162,20 +162,14 @@ impl<S: Service> Replica<S> {
         let vote = own(self.id, checkpoint, frame.clone(), message_digest);
         self.checkpoint_votes
             .insert(self.id, vote, self.high_watermark());
-        actions.sign_and_send(
-            Some(SignedRecord {
-                kind: MessageKind::Checkpoint,
-                // Checkpoints belong to no view: one record per sequence number.
-                view: View(0),
-                seq,
-                digest: checkpoint.digest,
-                frame: frame.clone(),
-            }),
-            Outgoing {
-                to: Destination::OtherReplicas,
-                frame,
-            },
-        );
+        actions.persist_and_multicast(SignedRecord {
+            kind: MessageKind::Checkpoint,
+            // Checkpoints belong to no view: one record per sequence number.
+            view: View(0),
+            seq,
+            digest: checkpoint.digest,
+            frame,
+        });
         self.act_on_certificates(actions);
     }
 

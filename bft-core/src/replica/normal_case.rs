@@ -129,19 +129,13 @@ impl<S: Service> Replica<S> {
             slot.batch = Some(batch);
             self.last_assigned = seq;
             self.metrics.batches_proposed += 1;
-            actions.sign_and_send(
-                Some(SignedRecord {
-                    kind: MessageKind::PrePrepare,
-                    view: self.view,
-                    seq,
-                    digest,
-                    frame: frame.clone(),
-                }),
-                Outgoing {
-                    to: Destination::OtherReplicas,
-                    frame,
-                },
-            );
+            actions.persist_and_multicast(SignedRecord {
+                kind: MessageKind::PrePrepare,
+                view: self.view,
+                seq,
+                digest,
+                frame,
+            });
         }
     }
 
@@ -188,27 +182,26 @@ impl<S: Service> Replica<S> {
         slot.pre_prepare = Some(message);
         slot.accepted_at = now;
         slot.batch = Some(batch);
-        let prepare = Prepare { view, seq, digest };
+        self.send_prepare(Prepare { view, seq, digest }, actions);
+        self.advance(seq, actions);
+        Ok(())
+    }
+
+    /// Signs this backup's prepare, keeps it in the slot, persists it and multicasts it.
+    pub(super) fn send_prepare(&mut self, prepare: Prepare, actions: &mut Actions) {
         let (frame, message_digest) = self.sign(&prepare);
+        let Prepare { view, seq, digest } = prepare;
         self.log.slot(seq).prepares.insert(
             self.id,
             own(self.id, prepare, frame.clone(), message_digest),
         );
-        actions.sign_and_send(
-            Some(SignedRecord {
-                kind: MessageKind::Prepare,
-                view,
-                seq,
-                digest,
-                frame: frame.clone(),
-            }),
-            Outgoing {
-                to: Destination::OtherReplicas,
-                frame,
-            },
-        );
-        self.advance(seq, actions);
-        Ok(())
+        actions.persist_and_multicast(SignedRecord {
+            kind: MessageKind::Prepare,
+            view,
+            seq,
+            digest,
+            frame,
+        });
     }
 
     /// A prepare from a backup, in the current view and window, at most one per sender and
@@ -279,19 +272,13 @@ impl<S: Service> Replica<S> {
             let slot = self.log.get_mut(seq).expect("slot exists");
             slot.commits
                 .insert(self.id, own(self.id, commit, frame.clone(), message_digest));
-            actions.sign_and_send(
-                Some(SignedRecord {
-                    kind: MessageKind::Commit,
-                    view,
-                    seq,
-                    digest,
-                    frame: frame.clone(),
-                }),
-                Outgoing {
-                    to: Destination::OtherReplicas,
-                    frame,
-                },
-            );
+            actions.persist_and_multicast(SignedRecord {
+                kind: MessageKind::Commit,
+                view,
+                seq,
+                digest,
+                frame,
+            });
         }
         let slot = self.log.get_mut(seq).expect("slot exists");
         if !slot.committed && slot.is_committed_local(f) {

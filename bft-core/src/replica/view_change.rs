@@ -135,19 +135,13 @@ impl<S: Service> Replica<S> {
         };
         self.view_changes
             .insert(self.id, own(self.id, view_change, frame.clone(), digest));
-        actions.sign_and_send(
-            Some(SignedRecord {
-                kind: MessageKind::ViewChange,
-                view: to,
-                seq: stable_seq,
-                digest: Digest::ZERO,
-                frame: frame.clone(),
-            }),
-            Outgoing {
-                to: Destination::OtherReplicas,
-                frame,
-            },
-        );
+        actions.persist_and_multicast(SignedRecord {
+            kind: MessageKind::ViewChange,
+            view: to,
+            seq: stable_seq,
+            digest: Digest::ZERO,
+            frame,
+        });
         self.after_view_change_votes(actions);
     }
 
@@ -354,19 +348,13 @@ impl<S: Service> Replica<S> {
                 .collect(),
         };
         let (frame, _) = self.sign(&payload);
-        actions.sign_and_send(
-            Some(SignedRecord {
-                kind: MessageKind::NewView,
-                view,
-                seq: plan.stable.0,
-                digest: Digest::ZERO,
-                frame: frame.clone(),
-            }),
-            Outgoing {
-                to: Destination::OtherReplicas,
-                frame: frame.clone(),
-            },
-        );
+        actions.persist_and_multicast(SignedRecord {
+            kind: MessageKind::NewView,
+            view,
+            seq: plan.stable.0,
+            digest: Digest::ZERO,
+            frame: frame.clone(),
+        });
         self.enter_view(view, &votes, &plan, pre_prepares, frame, actions);
     }
 
@@ -499,25 +487,7 @@ impl<S: Service> Replica<S> {
             slot.pre_prepare = Some(pre_prepare);
             slot.accepted_at = self.now;
             if !is_primary {
-                let prepare = Prepare { view, seq, digest };
-                let (frame, message_digest) = self.sign(&prepare);
-                self.log.slot(seq).prepares.insert(
-                    self.id,
-                    own(self.id, prepare, frame.clone(), message_digest),
-                );
-                actions.sign_and_send(
-                    Some(SignedRecord {
-                        kind: MessageKind::Prepare,
-                        view,
-                        seq,
-                        digest,
-                        frame: frame.clone(),
-                    }),
-                    Outgoing {
-                        to: Destination::OtherReplicas,
-                        frame,
-                    },
-                );
+                self.send_prepare(Prepare { view, seq, digest }, actions);
             }
         }
 
