@@ -54,11 +54,14 @@ impl<S: Service> Replica<S> {
         record.last_executed = timestamp;
         record.last_outcome = Some(outcome.clone());
         record.last_reply = Some(frame.clone());
-        if record.in_progress <= timestamp {
+        // Only the request this replica relayed (or a later one) ends the wait for this client:
+        // an older one executed late (from a commit certificate, say) does not.
+        let awaited = record.in_progress <= timestamp;
+        if awaited {
             record.in_progress = 0;
         }
         self.metrics.requests_executed += 1;
-        self.request_done(client);
+        self.request_executed(client, awaited);
         actions.send(Outgoing {
             to: Destination::Client(client),
             frame,

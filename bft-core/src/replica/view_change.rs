@@ -75,10 +75,13 @@ impl<S: Service> Replica<S> {
         }
     }
 
-    /// `client`'s request executed: progress. Stop the timer, or restart it if other requests
-    /// still wait (TOCS section 4.5.2), and reset the backoff.
-    pub(super) fn request_done(&mut self, client: ClientId) {
-        self.waiting.remove(&client);
+    /// A request of `client` executed: progress. Stop waiting for the client if it was the
+    /// awaited request; stop the timer, or restart it if other requests still wait (TOCS section
+    /// 4.5.2); reset the backoff.
+    pub(super) fn request_executed(&mut self, client: ClientId, awaited: bool) {
+        if awaited {
+            self.waiting.remove(&client);
+        }
         if self.phase == Phase::Normal {
             self.backoff = 0;
             self.view_timer = (!self.waiting.is_empty() && !self.is_primary())
@@ -532,15 +535,13 @@ impl<S: Service> Replica<S> {
         Ok(())
     }
 
-    /// A replica that missed a view change (it was cut off while the others moved on) learns of it
-    /// from buffered normal-case messages: once f+1 replicas sent messages for views above its
-    /// own, it moves to the smallest such view at least f+1 of them reached and sends a
-    /// VIEW-CHANGE, which the primary of that view answers with its NEW-VIEW. f Byzantine
-    /// replicas alone cannot trigger this.
+    /// A replica that missed a view change (it was cut off while the others moved on, or it waits
+    /// for a NEW-VIEW the others gave up on) learns of it from buffered normal-case messages: once
+    /// f+1 replicas sent messages for views above its own (or above the one it is changing to),
+    /// it moves to the smallest such view at least f+1 of them reached and sends a VIEW-CHANGE,
+    /// which the primary of that view answers with its NEW-VIEW. f Byzantine replicas alone
+    /// cannot trigger this.
     pub(super) fn rejoin_if_left_behind(&mut self, actions: &mut Actions) {
-        if self.phase != Phase::Normal {
-            return;
-        }
         let mut highest: Vec<View> = self
             .future
             .values()
