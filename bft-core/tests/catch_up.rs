@@ -300,3 +300,43 @@ fn a_fetch_at_the_end_of_the_sequence_space_is_harmless() {
     assert!(actions.is_quiet());
     assert_eq!(replica.status(), before);
 }
+
+/// TOCS 2002 section 4.5.2 (a backup's timer runs while a request it relayed waits): when an
+/// older request of the same client executes late (here from a commit certificate), the backup
+/// keeps waiting for the newer one it relayed; its timer still fires and starts a view change.
+#[test]
+fn an_older_request_executing_late_does_not_end_the_wait_for_a_newer_one() {
+    let mut forge = Forge::new();
+    let (pre_prepare, digest) = forge.pre_prepare(0, 1); // client 1, timestamp 1
+    let commits = vec![
+        forge.commit(0, 1, digest),
+        forge.commit(2, 1, digest),
+        forge.commit(3, 1, digest),
+    ];
+    let batch = forge.batch(pre_prepare, commits);
+    let newer = Request {
+        timestamp: 2,
+        operation: b"newer".to_vec(),
+    }
+    .sign(&testkit::client_key(1), 7, Principal::Client(ClientId(1)));
+    let verifier = forge.cluster.verifier.clone();
+    let backup = &mut forge.cluster.replicas[1];
+    let actions = backup.step(
+        Time::ZERO,
+        Input::Message(verifier.verify(newer).expect("valid")),
+    );
+    assert_eq!(actions.pending_sends().len(), 1, "relayed to the primary");
+    let deadline = backup.poll_timeout().expect("the request timer runs");
+    let actions = backup.step(
+        Time::ZERO,
+        Input::Message(verifier.verify(batch).expect("valid")),
+    );
+    assert_eq!(actions.executed.len(), 1, "the older request executed");
+    assert_eq!(
+        backup.poll_timeout(),
+        Some(deadline),
+        "still waiting for the newer request"
+    );
+    let _ = backup.step(deadline, Input::Tick);
+    assert_eq!(backup.status().phase, bft_core::Phase::ViewChanging);
+}

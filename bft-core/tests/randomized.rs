@@ -171,3 +171,19 @@ fn randomized_loss_and_silence_n7() {
         run_seed(2, seed);
     }
 }
+
+/// Seeds that once found a bug, kept as regressions (each comment names what it found).
+#[test]
+fn randomized_regressions() {
+    for (f, seed) in [
+        (1, 102),       // commit certificates lost at a view change: a batch nobody could serve
+        (1, 301),       // a stale primary reassigning a sequence number a certificate had filled
+        (1, 477),       // an old request executing late ended the wait for a newer one
+        (2, 100),       // a replica left alone in its view change (accepted behaviour)
+        (2, 101),       // replicas that missed a view change never learned of it
+        (2, 103),       // catch-up always asking the same peer first
+        (2, 1_000_030), // convergence of the replicas in the normal case
+    ] {
+        run_seed(f, seed);
+    }
+}
