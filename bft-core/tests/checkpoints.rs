@@ -496,3 +496,44 @@ fn a_byzantine_peer_cannot_pin_a_transfer_to_an_old_checkpoint() {
     );
     assert!(lagging.metrics().bad_state_served >= 1);
 }
+
+/// TOCS 2002 section 5.2 (lost messages are re-sent): every CHECKPOINT vote sent to replica 3 is
+/// lost the first time. Without a certificate its window could never move past h + L; it re-sends
+/// its own vote, a peer that has been stable for a while answers with its stable proof, and
+/// replica 3 keeps up.
+#[test]
+fn lost_checkpoint_votes_do_not_freeze_a_window() {
+    let mut cluster = Cluster::new(small_checkpoints(1, 2, 4));
+    let verifier = cluster.verifier.clone();
+    let mut first_copies = BTreeSet::new();
+    cluster.filter = Some(Box::new(move |envelope| {
+        if envelope.to != Node::Replica(ReplicaId(3)) {
+            return true;
+        }
+        match verifier.verify(envelope.frame.clone()) {
+            Ok(VerifiedMessage::Checkpoint(vote)) => {
+                !first_copies.insert((envelope.from, vote.sender(), vote.message().seq))
+            }
+            _ => true,
+        }
+    }));
+    assert_eq!(
+        cluster.run_closed_loop(&ids(2), 20, Duration::from_secs(600), op),
+        40
+    );
+    assert!(
+        cluster.run_until(Duration::from_secs(3600), |c| c.network.is_empty()
+            && c.replicas[3].status().last_executed
+                == c.replicas[0].status().last_executed)
+    );
+    let lagging = cluster.replicas[3].status();
+    assert!(lagging.low_watermark.0 >= 32, "{lagging:?}");
+    assert!(
+        cluster
+            .replicas
+            .iter()
+            .map(|r| r.metrics().stable_proofs_sent)
+            .sum::<u64>()
+            > 0
+    );
+}

@@ -179,6 +179,7 @@ fn randomized_regressions() {
         (1, 102),       // commit certificates lost at a view change: a batch nobody could serve
         (1, 301),       // a stale primary reassigning a sequence number a certificate had filled
         (1, 477),       // an old request executing late ended the wait for a newer one
+        (1, 628),       // lost checkpoint votes froze a replica's window
         (2, 100),       // a replica left alone in its view change (accepted behaviour)
         (2, 101),       // replicas that missed a view change never learned of it
         (2, 103),       // catch-up always asking the same peer first

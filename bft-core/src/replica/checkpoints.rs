@@ -158,6 +158,7 @@ impl<S: Service> Replica<S> {
         };
         self.own_checkpoints.insert(seq, stored);
         self.metrics.checkpoints_taken += 1;
+        self.checkpoint_resend_at = Some(self.now + self.config.timing.vote_resend);
         let (frame, message_digest) = self.sign(&checkpoint);
         let vote = own(self.id, checkpoint, frame.clone(), message_digest);
         self.checkpoint_votes
@@ -186,6 +187,13 @@ impl<S: Service> Replica<S> {
             return Err(Rejection::MisalignedCheckpoint { seq });
         }
         if seq <= self.low_watermark {
+            // A vote that arrives well after the checkpoint became stable here comes from a
+            // replica that has not seen it become stable (its copies of the others' votes were
+            // lost): send it the proof, so its window can move. (Votes that merely arrive after
+            // the quorum, as the last of 2f+2 does, get nothing.)
+            if self.now >= self.stable_at + self.config.timing.vote_resend {
+                self.send_stable_proof(sender, actions);
+            }
             return Err(Rejection::Late {
                 seq,
                 low: self.low_watermark,
@@ -252,6 +260,7 @@ impl<S: Service> Replica<S> {
             self.transfer = None;
         }
         self.stable = Some(certificate);
+        self.stable_at = self.now;
         self.metrics.checkpoints_stable += 1;
     }
 
@@ -263,5 +272,30 @@ impl<S: Service> Replica<S> {
     /// The digest of this replica's checkpoint at `seq`, if it holds that checkpoint's state.
     pub fn checkpoint_digest(&self, seq: SeqNum) -> Option<Digest> {
         self.own_checkpoints.get(&seq).map(|stored| stored.digest)
+    }
+
+    /// While this replica's latest checkpoint is not stable here, re-sends its CHECKPOINT every
+    /// `timing.vote_resend` (TOCS 2002 section 5.2): lost checkpoint votes would otherwise keep
+    /// the window from moving. Peers past that checkpoint answer with their stable proof.
+    pub(super) fn resend_checkpoint(&mut self, actions: &mut Actions) {
+        let now = self.now;
+        if self.checkpoint_resend_at.is_none_or(|at| at > now) {
+            return;
+        }
+        self.checkpoint_resend_at = None;
+        let Some((&seq, _)) = self.own_checkpoints.last_key_value() else {
+            return;
+        };
+        if seq <= self.low_watermark {
+            return;
+        }
+        if let Some(vote) = self.checkpoint_votes.get(seq, self.id) {
+            let frame = vote.frame().clone();
+            actions.send(super::Outgoing {
+                to: super::Destination::OtherReplicas,
+                frame,
+            });
+            self.checkpoint_resend_at = Some(now + self.config.timing.vote_resend);
+        }
     }
 }

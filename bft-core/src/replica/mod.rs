@@ -193,6 +193,12 @@ pub struct Replica<S: Service> {
     new_view_frame: Option<Bytes>,
     /// When the NEW-VIEW was last re-sent to each replica.
     new_view_resent: BTreeMap<ReplicaId, Time>,
+    /// When the stable checkpoint's proof was last sent to each replica.
+    proof_sent: BTreeMap<ReplicaId, Time>,
+    /// When to re-send this replica's latest CHECKPOINT if it is still not stable.
+    checkpoint_resend_at: Option<Time>,
+    /// When the current stable checkpoint became stable here.
+    stable_at: Time,
     /// Normal-case messages for views not entered yet, per sender.
     future: BTreeMap<ReplicaId, VecDeque<VerifiedMessage>>,
     metrics: Metrics,
@@ -246,6 +252,9 @@ impl<S: Service> Replica<S> {
             prepared: BTreeMap::new(),
             new_view_frame: None,
             new_view_resent: BTreeMap::new(),
+            proof_sent: BTreeMap::new(),
+            checkpoint_resend_at: None,
+            stable_at: Time::ZERO,
             future: BTreeMap::new(),
             metrics: Metrics::default(),
             now: Time::ZERO,
@@ -268,6 +277,7 @@ impl<S: Service> Replica<S> {
                 self.catch_up_tick(&mut actions);
                 self.view_change_tick(&mut actions);
                 self.resend_votes(&mut actions);
+                self.resend_checkpoint(&mut actions);
             }
         }
         self.propose_batches(&mut actions);
@@ -291,6 +301,7 @@ impl<S: Service> Replica<S> {
             self.catch_up_deadline(),
             self.view_change_deadline(),
             self.vote_resend_deadline(),
+            self.checkpoint_resend_at,
         ]
         .into_iter()
         .flatten()
@@ -460,6 +471,7 @@ impl<S: Service> Replica<S> {
         }
         assert!(self.view_changes.len() <= n);
         assert!(self.new_view_resent.len() < n);
+        assert!(self.proof_sent.len() < n);
         assert!(self.future.len() < n);
         let future_limit = self.config.limits.max_future_messages_per_peer;
         assert!(

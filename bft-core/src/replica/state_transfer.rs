@@ -365,9 +365,26 @@ impl<S: Service> Replica<S> {
     /// Sends the CHECKPOINT messages that prove this replica's stable checkpoint to a replica that
     /// asked for something older: they are signed by their senders, so the asker can check them,
     /// learn of the later checkpoint and fetch that instead.
+    /// At most once per `timing.vote_resend` to each replica, so that small messages cannot be
+    /// turned into a flood of proofs.
     pub(super) fn send_stable_proof(&mut self, to: ReplicaId, actions: &mut Actions) {
+        let now = self.now;
+        let period = self.config.timing.vote_resend;
+        if self
+            .proof_sent
+            .get(&to)
+            .is_some_and(|at| *at + period > now)
+        {
+            return;
+        }
         let Some(stable) = &self.stable else { return };
-        for vote in &stable.proof {
+        self.proof_sent.insert(to, now);
+        // The asker holds its own vote already.
+        for vote in stable
+            .proof
+            .iter()
+            .filter(|v| v.sender() != crate::Principal::Replica(to))
+        {
             actions.send(Outgoing {
                 to: Destination::Replica(to),
                 frame: vote.frame().clone(),
