@@ -18,8 +18,8 @@ use bft_core::messages::{
 };
 use bft_core::{
     Actions, ClientId, ClusterConfig, Destination, Executed, Input, MemoryStorage, MessageKind,
-    Outcome, Outgoing, Principal, Rejected, Rejection, Replica, ReplicaId, SeqNum, Time,
-    VerifiedMessage, Verifier, VerifyError, View,
+    Outcome, Outgoing, Principal, Rejection, Replica, ReplicaId, SeqNum, Time, VerifiedMessage,
+    Verifier, VerifyError, View,
 };
 use bft_crypto::Digest;
 use bytes::Bytes;
@@ -174,33 +174,10 @@ fn reframe(
     .encode()
 }
 
-/// Steps `replica` with `message` and asserts it is refused for exactly `reason`, with no effect:
-/// one `Rejected` record, one more count under the reason's label (every other metric unchanged),
-/// nothing persisted, sent or executed, and an unchanged status.
+/// Steps `replica` with `message` and asserts it is refused for exactly `reason`, with no effect
+/// (see [`harness::assert_refused`]).
 fn assert_rejected(replica: &mut Replica<LogService>, message: VerifiedMessage, reason: Rejection) {
-    let status = replica.status();
-    let mut metrics = replica.metrics().clone();
-    let (from, kind) = (message.sender(), message.kind());
-    let actions = replica.step(Time::ZERO, Input::Message(message));
-    assert_eq!(
-        actions.rejected,
-        vec![Rejected { from, kind, reason }],
-        "{kind:?} from {from:?}"
-    );
-    assert!(
-        actions.is_quiet(),
-        "a refused {kind:?} had effects: persist {:?}, send {:?}, executed {:?}",
-        actions.to_persist(),
-        actions.pending_sends(),
-        actions.executed
-    );
-    assert_eq!(
-        replica.status(),
-        status,
-        "a refused {kind:?} changed the replica"
-    );
-    *metrics.rejected.entry(reason.label()).or_default() += 1;
-    assert_eq!(replica.metrics(), &metrics);
+    harness::assert_refused(replica, message, reason, "");
 }
 
 /// Steps `replica` with `message`, asserting it is not refused.

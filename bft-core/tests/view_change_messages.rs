@@ -14,9 +14,8 @@ use bft_core::messages::{
 };
 use bft_core::testkit::{self, service::LogService};
 use bft_core::{
-    Actions, ClusterConfig, Destination, Input, MessageKind, Phase, Principal, Rejected, Rejection,
-    Replica, ReplicaId, SeqNum, Status, Time, Verified, VerifiedMessage, Verifier, VerifyError,
-    View,
+    Actions, ClusterConfig, Destination, Input, MessageKind, Phase, Principal, Rejection, Replica,
+    ReplicaId, SeqNum, Status, Time, Verified, VerifiedMessage, Verifier, VerifyError, View,
 };
 use bft_crypto::Digest;
 use bytes::Bytes;
@@ -294,40 +293,7 @@ fn from_replica_1(entries: &[(u64, Digest)]) -> Vec<(Principal, View, SeqNum, Di
         .collect()
 }
 
-/// Steps `replica` with `message` and asserts it is refused for exactly `reason`, with no effect:
-/// one `Rejected` record naming the authenticated sender and kind, one more count under the
-/// reason's label (every other metric unchanged), nothing persisted, sent or executed, and an
-/// unchanged status.
-fn assert_rejected(
-    replica: &mut Replica<LogService>,
-    message: VerifiedMessage,
-    reason: Rejection,
-    case: &str,
-) {
-    let status = replica.status();
-    let mut metrics = replica.metrics().clone();
-    let (from, kind) = (message.sender(), message.kind());
-    let actions = replica.step(Time::ZERO, Input::Message(message));
-    assert_eq!(
-        actions.rejected,
-        vec![Rejected { from, kind, reason }],
-        "{case}: {kind:?} from {from:?}"
-    );
-    assert!(
-        actions.is_quiet(),
-        "{case}: a refused {kind:?} had effects: persist {:?}, send {:?}, executed {:?}",
-        actions.to_persist(),
-        actions.pending_sends(),
-        actions.executed
-    );
-    assert_eq!(
-        replica.status(),
-        status,
-        "{case}: a refused {kind:?} changed the replica"
-    );
-    *metrics.rejected.entry(reason.label()).or_default() += 1;
-    assert_eq!(replica.metrics(), &metrics, "{case}");
-}
+use testkit::assert_refused as assert_rejected;
 
 /// Steps `replica` with `message`, asserting it is not refused.
 fn accept(replica: &mut Replica<LogService>, message: VerifiedMessage) -> Actions {

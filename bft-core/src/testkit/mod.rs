@@ -352,3 +352,39 @@ impl Cluster {
         self.executed[first].len()
     }
 }
+
+/// Steps `replica` with `message` at time zero (for replicas driven by hand from time zero) and
+/// asserts it is refused for exactly
+/// `reason`, with no effect: one `Rejected` record naming the authenticated sender and kind, one
+/// more count under the reason's label (every other metric unchanged), nothing persisted, sent or
+/// executed, and an unchanged status. `case` names the case in failure messages.
+pub fn assert_refused<S: Service>(
+    replica: &mut Replica<S>,
+    message: crate::VerifiedMessage,
+    reason: crate::Rejection,
+    case: &str,
+) {
+    let status = replica.status();
+    let mut metrics = replica.metrics().clone();
+    let (from, kind) = (message.sender(), message.kind());
+    let actions = replica.step(Time::ZERO, Input::Message(message));
+    assert_eq!(
+        actions.rejected,
+        vec![Rejected { from, kind, reason }],
+        "{case}: {kind:?} from {from:?}"
+    );
+    assert!(
+        actions.is_quiet(),
+        "{case}: a refused {kind:?} had effects: persist {:?}, send {:?}, executed {:?}",
+        actions.to_persist(),
+        actions.pending_sends(),
+        actions.executed
+    );
+    assert_eq!(
+        replica.status(),
+        status,
+        "{case}: a refused {kind:?} changed the replica"
+    );
+    *metrics.rejected.entry(reason.label()).or_default() += 1;
+    assert_eq!(replica.metrics(), &metrics, "{case}");
+}
