@@ -354,10 +354,10 @@ impl Cluster {
 }
 
 /// Steps `replica` with `message` at time zero (for replicas driven by hand from time zero) and
-/// asserts it is refused for exactly
-/// `reason`, with no effect: one `Rejected` record naming the authenticated sender and kind, one
-/// more count under the reason's label (every other metric unchanged), nothing persisted, sent or
-/// executed, and an unchanged status. `case` names the case in failure messages.
+/// asserts it is refused for exactly `reason`, with no effect: one `Rejected` record naming the
+/// authenticated sender and kind, one more count under the reason's label (every other metric
+/// unchanged), nothing persisted, sent or executed, and an unchanged status. `case` names the
+/// case in failure messages.
 pub fn assert_refused<S: Service>(
     replica: &mut Replica<S>,
     message: crate::VerifiedMessage,
