@@ -13,13 +13,17 @@ use crate::ids::{Principal, ReplicaId};
 use crate::messages::{
     Checkpoint, Commit, CommittedBatch, CommittedBatchPayload, FetchCommitted, FetchState,
     MessageKind, NewView, NewViewPayload, PrePrepare, PrePrepareHeader, PrePreparePayload, Prepare,
-    PreparedCertificate, Reply, Request, StateChunk, StateManifest, ViewChange, ViewChangePayload,
-    batch_digest,
+    Reply, Request, StateChunk, StateManifest, ViewChange, ViewChangePayload, batch_digest,
 };
 use bft_crypto::{BatchVerifier, Digest, PublicKey, Signature, sha256, verify_raw};
 use bytes::Bytes;
 use std::collections::BTreeMap;
 use std::sync::Arc;
+
+mod certificates;
+mod error;
+
+pub use error::VerifyError;
 
 /// A message whose frame decoded, whose sender is a configured member or admitted client allowed
 /// to send its kind, and whose signature verified. Only [`Verifier`] (and the replica, for its own
@@ -179,100 +183,6 @@ impl VerifiedMessage {
             _ => None,
         }
     }
-}
-
-/// Why a frame was rejected before reaching protocol logic.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum VerifyError {
-    /// The frame or its payload could not be decoded, or is over the size limit.
-    #[error("undecodable frame: {0}")]
-    Decode(#[from] DecodeError),
-    /// The frame belongs to another cluster.
-    #[error("frame for cluster {got}, this is cluster {expected}")]
-    WrongCluster {
-        /// This cluster's id.
-        expected: u64,
-        /// The frame's cluster id.
-        got: u64,
-    },
-    /// The sender is not a configured replica or an admitted client.
-    #[error("sender {0} is not a member or admitted client")]
-    UnknownSender(Principal),
-    /// The sender's role may not send this kind of message (a client sending a commit, say).
-    #[error("{sender} may not send {kind:?}")]
-    WrongRole {
-        /// The message kind.
-        kind: MessageKind,
-        /// The sender.
-        sender: Principal,
-    },
-    /// The signature does not verify under the sender's configured key.
-    #[error("bad signature from {0}")]
-    BadSignature(Principal),
-    /// A request's operation exceeds `limits.max_operation_bytes`.
-    #[error("operation of {len} bytes exceeds the limit of {max}")]
-    OperationTooLarge {
-        /// Operation length.
-        len: usize,
-        /// The limit.
-        max: usize,
-    },
-    /// A pre-prepare exceeds `limits.max_batch_requests` or `limits.max_batch_bytes`.
-    #[error("batch of {requests} requests and {bytes} bytes exceeds the limits")]
-    BatchTooLarge {
-        /// Requests in the batch.
-        requests: usize,
-        /// Request bytes in the batch.
-        bytes: usize,
-    },
-    /// A message other than a pre-prepare carries an (unsigned) attachment.
-    #[error("a {0:?} may not carry an attachment")]
-    UnexpectedAttachment(MessageKind),
-    /// A state chunk exceeds `limits.state_chunk_bytes`.
-    #[error("state chunk of {len} bytes exceeds the limit of {max}")]
-    ChunkTooLarge {
-        /// Chunk length.
-        len: usize,
-        /// The limit.
-        max: usize,
-    },
-    /// A state manifest lists more chunks than [`crate::Limits::max_state_chunks`].
-    #[error("state manifest of {chunks} chunks exceeds the limit of {max}")]
-    ManifestTooLarge {
-        /// Chunks listed.
-        chunks: usize,
-        /// The limit.
-        max: usize,
-    },
-    /// A message embedded in a certificate is invalid, of the wrong kind, or too many.
-    #[error("embedded message {index} rejected: {error}")]
-    Embedded {
-        /// Position among the embedded messages.
-        index: usize,
-        /// Why it was rejected.
-        error: Box<VerifyError>,
-    },
-    /// A NEW-VIEW from a replica that is not the primary of its view.
-    #[error("NEW-VIEW from {0}, not the primary of its view")]
-    NewViewNotFromPrimary(Principal),
-    /// A certificate embeds a message of a kind it cannot hold.
-    #[error("a {0:?} cannot be embedded here")]
-    UnexpectedEmbeddedKind(MessageKind),
-    /// A certificate embeds a list longer than its bound (the number of replicas for votes, the
-    /// window for per-sequence-number entries).
-    #[error("{0} embedded messages exceed the bound for that list")]
-    TooManyEmbedded(usize),
-    /// A pre-prepare's digest does not match its requests.
-    #[error("pre-prepare digest does not match its batch")]
-    BatchDigestMismatch,
-    /// A request embedded in a pre-prepare is invalid.
-    #[error("embedded request {index} rejected: {error}")]
-    EmbeddedRequest {
-        /// Position in the batch.
-        index: usize,
-        /// Why it was rejected.
-        error: Box<VerifyError>,
-    },
 }
 
 /// A frame that passed the header checks and waits for its signature check.
@@ -555,141 +465,6 @@ impl Verifier {
                 VerifiedMessage::StateChunk(Verified::new(sender, chunk, parsed.frame, digest))
             }
         }))
-    }
-
-    /// Verifies the frames a certificate embeds; frame `i` must be of kind `kinds[i]`. Kinds are
-    /// checked before anything is verified, and no container kind embeds itself (a NEW-VIEW
-    /// embeds VIEW-CHANGEs, which embed only votes, pre-prepares and checkpoints), so nesting is
-    /// at most two levels deep.
-    fn verify_embedded(
-        &self,
-        frames: Vec<serde_bytes::ByteBuf>,
-        kinds: &[MessageKind],
-    ) -> Result<Vec<VerifiedMessage>, VerifyError> {
-        debug_assert_eq!(frames.len(), kinds.len());
-        let max = self.config.limits.max_message_bytes;
-        let embed = |index, error| VerifyError::Embedded {
-            index,
-            error: Box::new(error),
-        };
-        for (index, (frame, expected)) in frames.iter().zip(kinds).enumerate() {
-            let kind = codec::decode_frame(frame, max)
-                .map_err(|e| embed(index, e.into()))?
-                .header
-                .kind;
-            if kind != *expected {
-                return Err(embed(index, VerifyError::UnexpectedEmbeddedKind(kind)));
-            }
-        }
-        let frames = frames
-            .into_iter()
-            .map(|f| Bytes::from(f.into_vec()))
-            .collect();
-        self.verify_all(frames, Mode::Batch)
-            .into_iter()
-            .enumerate()
-            .map(|(index, result)| result.map_err(|error| embed(index, error)))
-            .collect()
-    }
-
-    fn verify_committed_batch(
-        &self,
-        payload: CommittedBatchPayload,
-    ) -> Result<CommittedBatch, VerifyError> {
-        if payload.commits.len() > self.config.n() {
-            return Err(VerifyError::TooManyEmbedded(payload.commits.len()));
-        }
-        let mut kinds = vec![MessageKind::PrePrepare];
-        kinds.extend(payload.commits.iter().map(|_| MessageKind::Commit));
-        let mut frames = vec![payload.pre_prepare];
-        frames.extend(payload.commits);
-        let mut messages = self.verify_embedded(frames, &kinds)?.into_iter();
-        let pre_prepare = messages
-            .next()
-            .and_then(VerifiedMessage::into_pre_prepare)
-            .expect("kind checked");
-        let commits = messages
-            .map(|m| m.into_commit().expect("kind checked"))
-            .collect();
-        Ok(CommittedBatch {
-            pre_prepare: Box::new(pre_prepare),
-            commits,
-        })
-    }
-
-    fn verify_view_change(&self, payload: ViewChangePayload) -> Result<ViewChange, VerifyError> {
-        let n = self.config.n();
-        let window = usize::try_from(self.config.limits.window).unwrap_or(usize::MAX);
-        let lists = std::iter::once((payload.checkpoint_proof.len(), n))
-            .chain(std::iter::once((payload.prepared.len(), window)))
-            .chain(payload.prepared.iter().map(|c| (c.prepares.len(), n)));
-        if let Some((len, _)) = lists.into_iter().find(|(len, max)| len > max) {
-            return Err(VerifyError::TooManyEmbedded(len));
-        }
-        let mut kinds = vec![MessageKind::Checkpoint; payload.checkpoint_proof.len()];
-        let mut frames = payload.checkpoint_proof;
-        let shapes: Vec<usize> = payload.prepared.iter().map(|c| c.prepares.len()).collect();
-        for certificate in payload.prepared {
-            kinds.push(MessageKind::PrePrepare);
-            frames.push(certificate.pre_prepare);
-            kinds.extend(certificate.prepares.iter().map(|_| MessageKind::Prepare));
-            frames.extend(certificate.prepares);
-        }
-        let mut messages = self.verify_embedded(frames, &kinds)?.into_iter();
-        let proof_len = kinds.len() - shapes.iter().map(|p| p + 1).sum::<usize>();
-        let checkpoint_proof = messages
-            .by_ref()
-            .take(proof_len)
-            .map(|m| m.into_checkpoint().expect("kind checked"))
-            .collect();
-        let prepared = shapes
-            .into_iter()
-            .map(|prepares| PreparedCertificate {
-                pre_prepare: messages
-                    .next()
-                    .and_then(VerifiedMessage::into_pre_prepare)
-                    .expect("kind checked"),
-                prepares: messages
-                    .by_ref()
-                    .take(prepares)
-                    .map(|m| m.into_prepare().expect("kind checked"))
-                    .collect(),
-            })
-            .collect();
-        Ok(ViewChange {
-            new_view: payload.new_view,
-            stable_seq: payload.stable_seq,
-            checkpoint_proof,
-            prepared,
-        })
-    }
-
-    fn verify_new_view(&self, payload: NewViewPayload) -> Result<NewView, VerifyError> {
-        if payload.view_changes.len() > self.config.n() {
-            return Err(VerifyError::TooManyEmbedded(payload.view_changes.len()));
-        }
-        if payload.pre_prepares.len() as u64 > self.config.limits.window {
-            return Err(VerifyError::TooManyEmbedded(payload.pre_prepares.len()));
-        }
-        let mut kinds = vec![MessageKind::ViewChange; payload.view_changes.len()];
-        kinds.extend(payload.pre_prepares.iter().map(|_| MessageKind::PrePrepare));
-        let count = payload.view_changes.len();
-        let mut frames = payload.view_changes;
-        frames.extend(payload.pre_prepares);
-        let mut messages = self.verify_embedded(frames, &kinds)?.into_iter();
-        let view_changes = messages
-            .by_ref()
-            .take(count)
-            .map(|m| m.into_view_change().expect("kind checked"))
-            .collect();
-        let pre_prepares = messages
-            .map(|m| m.into_pre_prepare().expect("kind checked"))
-            .collect();
-        Ok(NewView {
-            view: payload.view,
-            view_changes,
-            pre_prepares,
-        })
     }
 
     fn decode_request(&self, parsed: Parsed) -> Result<Verified<Request>, VerifyError> {
