@@ -201,6 +201,19 @@ impl Parsed {
     fn payload(&self) -> &[u8] {
         &self.signed[self.payload_offset..]
     }
+
+    /// Wraps `message`, decoded from this frame, as verified (its digest is that of the signed
+    /// bytes).
+    fn into_verified<T>(self, message: T) -> Verified<T> {
+        let digest = sha256(&self.signed);
+        Verified::new(self.header.sender, message, self.frame, digest)
+    }
+
+    /// Decodes the payload as `T` and wraps it as verified.
+    fn decode<T: serde::de::DeserializeOwned>(self) -> Result<Verified<T>, VerifyError> {
+        let message = codec::decode(self.payload())?;
+        Ok(self.into_verified(message))
+    }
 }
 
 /// Verifies frames for one cluster configuration.
@@ -337,132 +350,86 @@ impl Verifier {
     }
 
     fn decode_payload(&self, parsed: Parsed) -> Result<Decoded, VerifyError> {
-        let sender = parsed.header.sender;
-        let digest = sha256(&parsed.signed);
+        let limits = &self.config.limits;
         Ok(Decoded::Done(match parsed.header.kind {
             MessageKind::Request => VerifiedMessage::Request(self.decode_request(parsed)?),
             MessageKind::PrePrepare => {
                 let header: PrePrepareHeader = codec::decode(parsed.payload())?;
                 if parsed.attachment.is_empty() {
                     // A pre-prepare without its batch, as certificates carry it.
+                    let PrePrepareHeader { view, seq, digest } = header;
                     let message = PrePrepare {
-                        view: header.view,
-                        seq: header.seq,
-                        digest: header.digest,
+                        view,
+                        seq,
+                        digest,
                         requests: None,
                     };
-                    return Ok(Decoded::Done(VerifiedMessage::PrePrepare(Verified::new(
-                        sender,
-                        message,
-                        parsed.frame,
-                        digest,
-                    ))));
+                    return Ok(Decoded::Done(VerifiedMessage::PrePrepare(
+                        parsed.into_verified(message),
+                    )));
                 }
                 let requests: Vec<serde_bytes::ByteBuf> = codec::decode(&parsed.attachment)?;
-                let payload = PrePreparePayload {
-                    view: header.view,
-                    seq: header.seq,
-                    digest: header.digest,
-                    requests,
-                };
-                let limits = &self.config.limits;
-                let bytes: usize = payload.requests.iter().map(|r| r.len()).sum();
-                if payload.requests.len() > limits.max_batch_requests
-                    || bytes > limits.max_batch_bytes
-                {
+                let bytes: usize = requests.iter().map(|r| r.len()).sum();
+                if requests.len() > limits.max_batch_requests || bytes > limits.max_batch_bytes {
                     return Err(VerifyError::BatchTooLarge {
-                        requests: payload.requests.len(),
+                        requests: requests.len(),
                         bytes,
                     });
                 }
+                let PrePrepareHeader { view, seq, digest } = header;
+                let payload = PrePreparePayload {
+                    view,
+                    seq,
+                    digest,
+                    requests,
+                };
                 return Ok(Decoded::PrePrepare(parsed, payload));
             }
-            MessageKind::Prepare => VerifiedMessage::Prepare(Verified::new(
-                sender,
-                codec::decode(parsed.payload())?,
-                parsed.frame,
-                digest,
-            )),
-            MessageKind::Commit => VerifiedMessage::Commit(Verified::new(
-                sender,
-                codec::decode(parsed.payload())?,
-                parsed.frame,
-                digest,
-            )),
-            MessageKind::Reply => VerifiedMessage::Reply(Verified::new(
-                sender,
-                codec::decode(parsed.payload())?,
-                parsed.frame,
-                digest,
-            )),
-            MessageKind::Checkpoint => VerifiedMessage::Checkpoint(Verified::new(
-                sender,
-                codec::decode(parsed.payload())?,
-                parsed.frame,
-                digest,
-            )),
-            MessageKind::FetchState => VerifiedMessage::FetchState(Verified::new(
-                sender,
-                codec::decode(parsed.payload())?,
-                parsed.frame,
-                digest,
-            )),
+            MessageKind::Prepare => VerifiedMessage::Prepare(parsed.decode()?),
+            MessageKind::Commit => VerifiedMessage::Commit(parsed.decode()?),
+            MessageKind::Reply => VerifiedMessage::Reply(parsed.decode()?),
+            MessageKind::Checkpoint => VerifiedMessage::Checkpoint(parsed.decode()?),
+            MessageKind::FetchState => VerifiedMessage::FetchState(parsed.decode()?),
+            MessageKind::FetchCommitted => VerifiedMessage::FetchCommitted(parsed.decode()?),
             MessageKind::StateManifest => {
-                let manifest: StateManifest = codec::decode(parsed.payload())?;
-                let max = self.config.limits.max_state_chunks();
-                if manifest.chunk_digests.len() > max {
-                    let chunks = manifest.chunk_digests.len();
+                let manifest: Verified<StateManifest> = parsed.decode()?;
+                let (chunks, max) = (
+                    manifest.message().chunk_digests.len(),
+                    limits.max_state_chunks(),
+                );
+                if chunks > max {
                     return Err(VerifyError::ManifestTooLarge { chunks, max });
                 }
-                VerifiedMessage::StateManifest(Verified::new(
-                    sender,
-                    manifest,
-                    parsed.frame,
-                    digest,
-                ))
+                VerifiedMessage::StateManifest(manifest)
             }
-            MessageKind::FetchCommitted => VerifiedMessage::FetchCommitted(Verified::new(
-                sender,
-                codec::decode(parsed.payload())?,
-                parsed.frame,
-                digest,
-            )),
+            MessageKind::StateChunk => {
+                let chunk: Verified<StateChunk> = parsed.decode()?;
+                let (len, max) = (chunk.message().data.len(), limits.state_chunk_bytes);
+                if len > max {
+                    return Err(VerifyError::ChunkTooLarge { len, max });
+                }
+                VerifiedMessage::StateChunk(chunk)
+            }
             MessageKind::ViewChange => {
                 let payload: ViewChangePayload = codec::decode(parsed.payload())?;
                 let view_change = self.verify_view_change(payload)?;
-                VerifiedMessage::ViewChange(Verified::new(
-                    sender,
-                    view_change,
-                    parsed.frame,
-                    digest,
-                ))
+                VerifiedMessage::ViewChange(parsed.into_verified(view_change))
             }
             MessageKind::NewView => {
                 let payload: NewViewPayload = codec::decode(parsed.payload())?;
                 // Checked before the (many) embedded signatures: only the primary of a view
                 // may send its NEW-VIEW.
-                let primary = Principal::Replica(payload.view.primary(self.config.n()));
-                if sender != primary {
+                let sender = parsed.header.sender;
+                if sender != Principal::Replica(payload.view.primary(self.config.n())) {
                     return Err(VerifyError::NewViewNotFromPrimary(sender));
                 }
                 let new_view = self.verify_new_view(payload)?;
-                VerifiedMessage::NewView(Verified::new(sender, new_view, parsed.frame, digest))
+                VerifiedMessage::NewView(parsed.into_verified(new_view))
             }
             MessageKind::CommittedBatch => {
                 let payload: CommittedBatchPayload = codec::decode(parsed.payload())?;
                 let batch = self.verify_committed_batch(payload)?;
-                VerifiedMessage::CommittedBatch(Verified::new(sender, batch, parsed.frame, digest))
-            }
-            MessageKind::StateChunk => {
-                let chunk: StateChunk = codec::decode(parsed.payload())?;
-                let max = self.config.limits.state_chunk_bytes;
-                if chunk.data.len() > max {
-                    return Err(VerifyError::ChunkTooLarge {
-                        len: chunk.data.len(),
-                        max,
-                    });
-                }
-                VerifiedMessage::StateChunk(Verified::new(sender, chunk, parsed.frame, digest))
+                VerifiedMessage::CommittedBatch(parsed.into_verified(batch))
             }
         }))
     }
@@ -490,13 +457,7 @@ impl Verifier {
                 max,
             });
         }
-        let digest = sha256(&parsed.signed);
-        Ok(Verified::new(
-            parsed.header.sender,
-            request,
-            parsed.frame,
-            digest,
-        ))
+        Ok(parsed.into_verified(request))
     }
 }
 
@@ -523,19 +484,13 @@ fn finish_pre_prepare(
     if batch_digest(requests.iter().map(|r| r.digest)) != payload.digest {
         return Err(VerifyError::BatchDigestMismatch);
     }
-    let digest = sha256(&parsed.signed);
     let message = PrePrepare {
         view: payload.view,
         seq: payload.seq,
         digest: payload.digest,
         requests: Some(requests.into()),
     };
-    Ok(VerifiedMessage::PrePrepare(Verified::new(
-        parsed.header.sender,
-        message,
-        parsed.frame,
-        digest,
-    )))
+    Ok(VerifiedMessage::PrePrepare(parsed.into_verified(message)))
 }
 
 /// Checks the signature of every parsed frame, keeping earlier errors.
