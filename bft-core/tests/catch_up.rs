@@ -2,7 +2,7 @@
 //! batches whose messages a replica missed, each proven by a commit certificate.
 
 use bft_core::messages::{
-    Commit, CommittedBatchPayload, PrePreparePayload, Request, WireMessage, batch_digest,
+    CommittedBatchPayload, PrePreparePayload, Request, WireMessage, batch_digest,
 };
 use bft_core::testkit::{self, Cluster, Node};
 use bft_core::{
@@ -147,17 +147,7 @@ impl Forge {
     }
 
     fn commit(&self, from: u32, seq: u64, digest: bft_crypto::Digest) -> ByteBuf {
-        let commit = Commit {
-            view: View(0),
-            seq: SeqNum(seq),
-            digest,
-        };
-        let frame = commit.sign(
-            &testkit::replica_key(from),
-            self.cluster_id(),
-            Principal::Replica(ReplicaId(from)),
-        );
-        ByteBuf::from(frame.to_vec())
+        ByteBuf::from(testkit::commit(from, 0, seq, digest).to_vec())
     }
 
     fn batch(&self, pre_prepare: bytes::Bytes, commits: Vec<ByteBuf>) -> bytes::Bytes {

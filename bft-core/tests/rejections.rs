@@ -76,7 +76,7 @@ impl Fixture {
 
     /// `message` signed by replica `id` with its own key.
     fn signed_by<M: WireMessage>(&self, id: u32, message: &M) -> Bytes {
-        message.sign(&replica_key(id), CLUSTER, Principal::Replica(ReplicaId(id)))
+        harness::signed_by_replica(id, message)
     }
 
     /// The digest a request frame is known by (SHA-256 of its signed bytes), as the verifier
@@ -123,21 +123,11 @@ impl Fixture {
     }
 
     fn prepare(&self, signer: u32, view: u64, seq: u64, digest: Digest) -> Bytes {
-        let prepare = Prepare {
-            view: View(view),
-            seq: SeqNum(seq),
-            digest,
-        };
-        self.signed_by(signer, &prepare)
+        harness::prepare(signer, view, seq, digest)
     }
 
     fn commit(&self, signer: u32, view: u64, seq: u64, digest: Digest) -> Bytes {
-        let commit = Commit {
-            view: View(view),
-            seq: SeqNum(seq),
-            digest,
-        };
-        self.signed_by(signer, &commit)
+        harness::commit(signer, view, seq, digest)
     }
 
     /// Verifies a frame that must be valid.

@@ -9,8 +9,8 @@
 //! typed reason, a quiet step and an unchanged `Status`.
 
 use bft_core::messages::{
-    Checkpoint, Commit, NewView, NewViewPayload, PrePrepareHeader, Prepare,
-    PreparedCertificatePayload, ViewChange, ViewChangePayload, WireMessage, batch_digest,
+    Checkpoint, NewView, NewViewPayload, PrePrepareHeader, Prepare, PreparedCertificatePayload,
+    ViewChange, ViewChangePayload, WireMessage, batch_digest,
 };
 use bft_core::testkit::{self, service::LogService};
 use bft_core::{
@@ -60,11 +60,7 @@ impl Fixture {
 
     /// `message` signed by replica `id` with its own key.
     fn signed_by<M: WireMessage>(&self, id: u32, message: &M) -> Bytes {
-        message.sign(
-            &testkit::replica_key(id),
-            CLUSTER,
-            Principal::Replica(ReplicaId(id)),
-        )
+        testkit::signed_by_replica(id, message)
     }
 
     /// A pre-prepare without its batch, as certificates and NEW-VIEWs carry it.
@@ -78,21 +74,11 @@ impl Fixture {
     }
 
     fn prepare(&self, signer: u32, view: u64, seq: u64, digest: Digest) -> Bytes {
-        let prepare = Prepare {
-            view: View(view),
-            seq: SeqNum(seq),
-            digest,
-        };
-        self.signed_by(signer, &prepare)
+        testkit::prepare(signer, view, seq, digest)
     }
 
     fn commit(&self, signer: u32, view: u64, seq: u64, digest: Digest) -> Bytes {
-        let commit = Commit {
-            view: View(view),
-            seq: SeqNum(seq),
-            digest,
-        };
-        self.signed_by(signer, &commit)
+        testkit::commit(signer, view, seq, digest)
     }
 
     fn checkpoint(&self, signer: u32, seq: u64, digest: Digest) -> Bytes {

@@ -40,6 +40,38 @@ pub struct Envelope {
     pub frame: Bytes,
 }
 
+/// The cluster id of [`config`]'s clusters.
+pub const CLUSTER_ID: u64 = 7;
+
+/// `message` signed by replica `id` of a testkit cluster, with its testkit key.
+pub fn signed_by_replica<M: crate::messages::WireMessage>(id: u32, message: &M) -> Bytes {
+    message.sign(
+        &replica_key(id),
+        CLUSTER_ID,
+        crate::Principal::Replica(ReplicaId(id)),
+    )
+}
+
+/// A prepare signed by replica `signer` of a testkit cluster.
+pub fn prepare(signer: u32, view: u64, seq: u64, digest: bft_crypto::Digest) -> Bytes {
+    let prepare = crate::messages::Prepare {
+        view: crate::View(view),
+        seq: crate::SeqNum(seq),
+        digest,
+    };
+    signed_by_replica(signer, &prepare)
+}
+
+/// A commit signed by replica `signer` of a testkit cluster.
+pub fn commit(signer: u32, view: u64, seq: u64, digest: bft_crypto::Digest) -> Bytes {
+    let commit = crate::messages::Commit {
+        view: crate::View(view),
+        seq: crate::SeqNum(seq),
+        digest,
+    };
+    signed_by_replica(signer, &commit)
+}
+
 /// Deterministic key for replica `i` of a test cluster.
 pub fn replica_key(i: u32) -> KeyPair {
     let mut seed = [0u8; 32];
@@ -65,7 +97,7 @@ pub fn config(f: usize, clients: u64) -> ClusterConfig {
     let clients = (1..=clients)
         .map(|i| (ClientId(i), client_key(i).public()))
         .collect();
-    ClusterConfig::new(7, f, replicas, clients)
+    ClusterConfig::new(CLUSTER_ID, f, replicas, clients)
 }
 
 /// Replicas running [`LogService`] and clients on a FIFO in-memory network.
