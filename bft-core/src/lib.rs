@@ -40,6 +40,7 @@ pub mod codec;
 pub mod config;
 pub mod ids;
 pub mod messages;
+pub mod planted;
 pub mod replica;
 pub mod service;
 pub mod testkit;

@@ -89,6 +89,9 @@ pub struct Actions {
     send: Vec<Outgoing>,
     /// Requests executed in this step, in order.
     pub executed: Vec<Executed>,
+    /// Batches executed in this step, in order: sequence number and batch digest (an empty batch,
+    /// such as a new primary's null request, executes no request but is listed here).
+    pub executed_batches: Vec<(SeqNum, Digest)>,
     /// Input refused in this step, with reasons (also counted in the replica's metrics).
     pub rejected: Vec<Rejected>,
 }
@@ -134,7 +137,10 @@ impl Actions {
     /// True if the step had no effect on the outside world (nothing to persist or send, nothing
     /// executed).
     pub fn is_quiet(&self) -> bool {
-        self.persist.is_empty() && self.send.is_empty() && self.executed.is_empty()
+        self.persist.is_empty()
+            && self.send.is_empty()
+            && self.executed.is_empty()
+            && self.executed_batches.is_empty()
     }
 }
 

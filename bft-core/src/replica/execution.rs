@@ -4,7 +4,7 @@ use super::normal_case::client_of;
 use super::{Actions, Destination, Executed, Outgoing, Replica};
 use crate::ids::ClientId;
 use crate::ids::SeqNum;
-use crate::messages::{Outcome, Reply, Request};
+use crate::messages::{Outcome, Reply, Request, batch_digest};
 use crate::service::{ExecuteContext, Service, execute_contained};
 use crate::verify::Verified;
 use bytes::Bytes;
@@ -20,10 +20,12 @@ impl<S: Service> Replica<S> {
             let Some(requests) = slot.batch.clone().filter(|_| slot.committed) else {
                 break;
             };
+            let digest = batch_digest(requests.iter().map(|r| r.digest()));
             for request in requests.iter() {
                 self.execute_request(seq, request, actions);
             }
             self.last_executed = seq;
+            actions.executed_batches.push((seq, digest));
             self.metrics.batches_executed += 1;
             self.checkpoint_if_due(seq, actions);
         }

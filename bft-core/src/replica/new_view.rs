@@ -6,6 +6,7 @@ use super::Rejection;
 use crate::config::ClusterConfig;
 use crate::ids::{Principal, ReplicaId, SeqNum, View};
 use crate::messages::{ViewChange, batch_digest};
+use crate::planted::{PlantedBug, is_planted};
 use crate::verify::Verified;
 use bft_crypto::Digest;
 use std::collections::{BTreeMap, BTreeSet};
@@ -144,6 +145,7 @@ pub(super) fn plan_new_view(view_changes: &[CheckedViewChange]) -> NewViewPlan {
             let chosen = view_changes
                 .iter()
                 .filter_map(|vc| vc.prepared.get(&seq))
+                .filter(|_| !is_planted(PlantedBug::NewViewIgnoresPrepared))
                 .max()
                 .map_or_else(null_digest, |(_, digest)| *digest);
             (seq, chosen)

@@ -7,6 +7,7 @@ use crate::messages::{
     Batch, Commit, MessageKind, PrePrepare, PrePrepareHeader, Prepare, Request, batch_digest,
     encode_batch_of,
 };
+use crate::planted::{PlantedBug, is_planted};
 use crate::service::Service;
 use crate::verify::Verified;
 use std::sync::Arc;
@@ -163,7 +164,10 @@ impl<S: Service> Replica<S> {
         self.in_window(seq)?;
         self.check_caught_up(seq)?;
         let slot = self.log.slot(seq);
-        if let Some(accepted) = slot.digest() {
+        if let Some(accepted) = slot
+            .digest()
+            .filter(|_| !is_planted(PlantedBug::AcceptConflictingPrePrepare))
+        {
             if accepted == digest && slot.batch.is_none() {
                 // A pre-prepare re-issued without its batch (NEW-VIEW) meets its batch.
                 slot.batch = Some(batch);

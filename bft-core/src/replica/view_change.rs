@@ -25,6 +25,7 @@ use crate::messages::{
     Batch, MessageKind, NewView, NewViewPayload, PrePrepare, PrePrepareHeader, Prepare,
     PreparedCertificate, PreparedCertificatePayload, ViewChange, ViewChangePayload,
 };
+use crate::planted::{PlantedBug, is_planted};
 use crate::service::Service;
 use crate::verify::{Verified, VerifiedMessage};
 use bft_crypto::Digest;
@@ -528,7 +529,7 @@ impl<S: Service> Replica<S> {
     ) -> Result<(), Rejection> {
         let limit = self.config.limits.max_future_messages_per_peer;
         let queue = self.future.entry(sender).or_default();
-        if queue.len() >= limit {
+        if queue.len() >= limit && !is_planted(PlantedBug::UnboundedFutureBuffer) {
             return Err(Rejection::FutureBufferFull);
         }
         queue.push_back(message);
