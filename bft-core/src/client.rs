@@ -230,6 +230,13 @@ impl Client {
         }
     }
 
+    /// Gives up on the outstanding request (a driver's deadline passed): later replies to it are
+    /// ignored and the next [`Client::submit`] is accepted. The request may still execute; the
+    /// next one carries a higher timestamp, so it cannot be confused with it.
+    pub fn abandon(&mut self) {
+        self.pending = None;
+    }
+
     /// When the client needs a [`ClientInput::Tick`].
     pub fn poll_timeout(&self) -> Option<Time> {
         self.pending.as_ref().map(|p| p.retransmit_at)

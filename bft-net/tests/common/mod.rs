@@ -1,0 +1,192 @@
+//! A cluster of replicas over real QUIC on loopback, in the test process.
+
+#![allow(dead_code)]
+
+use bft_core::testkit::service::LogService;
+use bft_core::testkit::{client_key, config, replica_key};
+use bft_core::{ClientId, ClusterConfig, MemoryStorage, Replica, ReplicaId, Verifier};
+use bft_net::{
+    AsyncClient, ClientOptions, ReplicaHandle, Snapshot, Transport, TransportOptions, spawn_replica,
+};
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A generous bound for conditions waited on (never a sleep).
+pub const PATIENCE: Duration = Duration::from_secs(60);
+
+pub struct TestCluster {
+    pub config: Arc<ClusterConfig>,
+    pub addresses: Vec<SocketAddr>,
+    pub replicas: Vec<Option<ReplicaHandle>>,
+    pub options: TransportOptions,
+}
+
+/// Logs to the test's output when `RUST_LOG` is set (for example `RUST_LOG=bft_net=debug`).
+pub fn init_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+}
+
+impl TestCluster {
+    /// Starts 3f+1 replicas (with `clients` admitted client ids) on loopback ports.
+    pub fn start(f: usize, clients: u64, options: TransportOptions) -> TestCluster {
+        init_logs();
+        let config = Arc::new(config(f, clients));
+        let sockets: Vec<UdpSocket> = (0..config.n())
+            .map(|_| UdpSocket::bind("127.0.0.1:0").expect("bind loopback"))
+            .collect();
+        let addresses: Vec<SocketAddr> = sockets.iter().map(|s| s.local_addr().unwrap()).collect();
+        let mut cluster = TestCluster {
+            config,
+            addresses,
+            replicas: Vec::new(),
+            options,
+        };
+        for (i, socket) in sockets.into_iter().enumerate() {
+            let handle = cluster.spawn(ReplicaId(i as u32), socket);
+            cluster.replicas.push(Some(handle));
+        }
+        cluster
+    }
+
+    fn spawn(&self, id: ReplicaId, socket: UdpSocket) -> ReplicaHandle {
+        let (transport, inbound) = Transport::replica_on_socket(
+            self.config.clone(),
+            id,
+            replica_key(id.0),
+            socket,
+            self.addresses.clone(),
+            self.options.clone(),
+        )
+        .expect("transport starts");
+        let replica = Replica::new(
+            self.config.clone(),
+            id,
+            replica_key(id.0),
+            LogService::default(),
+        )
+        .expect("valid replica");
+        let verifier = Verifier::new(self.config.clone()).expect("valid config");
+        spawn_replica(
+            replica,
+            MemoryStorage::default(),
+            transport,
+            inbound,
+            verifier,
+        )
+    }
+
+    /// Stops replica `id` (its process-equivalent: driver and transport).
+    pub async fn stop(&mut self, id: u32) {
+        let handle = self.replicas[id as usize].take().expect("running");
+        handle.shutdown().await.expect("stopped cleanly");
+    }
+
+    /// Starts replica `id` again, empty, on its old address.
+    pub async fn restart(&mut self, id: u32) {
+        // The old endpoint releases its socket once its connections are closed: wait for that.
+        let addr = self.addresses[id as usize];
+        let socket = tokio::time::timeout(PATIENCE, async {
+            loop {
+                match UdpSocket::bind(addr) {
+                    Ok(socket) => return socket,
+                    Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+                }
+            }
+        })
+        .await
+        .expect("the old socket is released");
+        let handle = self.spawn(ReplicaId(id), socket);
+        self.replicas[id as usize] = Some(handle);
+    }
+
+    /// A client handle with the given admitted client ids.
+    pub fn client(&self, ids: impl IntoIterator<Item = u64>) -> AsyncClient {
+        let identities = ids
+            .into_iter()
+            .map(|i| (ClientId(i), client_key(i)))
+            .collect();
+        AsyncClient::connect(
+            self.config.clone(),
+            identities,
+            self.addresses.clone(),
+            ClientOptions::default(),
+        )
+        .expect("client connects")
+    }
+
+    pub fn snapshot(&self, id: u32) -> Snapshot {
+        self.replicas[id as usize]
+            .as_ref()
+            .expect("running")
+            .snapshot()
+    }
+
+    /// Waits (up to [`PATIENCE`]) until replica `id`'s snapshot satisfies `condition`.
+    pub async fn wait_for(&self, id: u32, condition: impl FnMut(&Snapshot) -> bool) -> bool {
+        let mut watch = self.replicas[id as usize]
+            .as_ref()
+            .expect("running")
+            .watch();
+        // The borrow `wait_for` returns holds the channel's lock: drop it at once.
+        tokio::time::timeout(PATIENCE, watch.wait_for(condition))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    /// Waits until replica `id` has executed at least `requests` requests.
+    pub async fn wait_executed(&self, id: u32, requests: u64) {
+        let mut watch = self.replicas[id as usize]
+            .as_ref()
+            .expect("running")
+            .watch();
+        // The borrow `wait_for` returns holds the channel's lock: drop it at once.
+        let reached = tokio::time::timeout(
+            PATIENCE,
+            watch.wait_for(|s| s.metrics.requests_executed >= requests),
+        )
+        .await
+        .is_ok_and(|r| r.is_ok());
+        assert!(
+            reached,
+            "replica {id} did not execute {requests} requests: {:?}",
+            self.snapshot(id).metrics
+        );
+    }
+
+    pub async fn shutdown(mut self) {
+        for id in 0..self.replicas.len() {
+            if self.replicas[id].is_some() {
+                self.stop(id as u32).await;
+            }
+        }
+    }
+}
+
+/// Runs `per_client` operations on each of `handles` concurrently (each handle runs `width`
+/// at once), and asserts every one completes with the service's reply.
+pub async fn run_load(handles: &[AsyncClient], width: usize, per_client: usize, tag: &str) {
+    let mut tasks = tokio::task::JoinSet::new();
+    for (h, handle) in handles.iter().enumerate() {
+        for lane in 0..width {
+            let handle = handle.clone();
+            let tag = tag.to_string();
+            tasks.spawn(async move {
+                for i in 0..per_client / width {
+                    let operation = format!("{tag}-{h}-{lane}-{i}").into_bytes();
+                    let reply = handle.invoke(operation.clone()).await;
+                    assert!(
+                        reply.is_ok(),
+                        "{tag}: operation {h}/{lane}/{i} failed: {reply:?}"
+                    );
+                }
+            });
+        }
+    }
+    while let Some(result) = tasks.join_next().await {
+        result.expect("load task");
+    }
+}
