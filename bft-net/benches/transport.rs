@@ -3,6 +3,7 @@
 //! them. No signing or verification: this is the ceiling the protocol runs under.
 //!
 //! `cargo bench -p bft-net --bench transport`
+#![allow(missing_docs)] // criterion's macros generate undocumented items
 
 use bft_core::testkit::{config, replica_key};
 use bft_core::{Principal, ReplicaId};
