@@ -476,6 +476,12 @@ impl Transport {
     }
 
     async fn read_connection(self, connection: quinn::Connection, peer: Principal) {
+        // One budget per connection, shared by its streams (opening more streams buys nothing).
+        let options = &self.inner.options;
+        let bucket = Arc::new(Mutex::new(TokenBucket::new(
+            options.max_frames_per_second,
+            options.frame_burst,
+        )));
         loop {
             let stream = match connection.accept_uni().await {
                 Ok(stream) => stream,
@@ -484,7 +490,12 @@ impl Transport {
                     return;
                 }
             };
-            let reader = tokio::spawn(self.clone().read_stream(stream, connection.clone(), peer));
+            let reader = tokio::spawn(self.clone().read_stream(
+                stream,
+                connection.clone(),
+                peer,
+                bucket.clone(),
+            ));
             self.track(reader);
         }
     }
@@ -494,12 +505,11 @@ impl Transport {
         mut stream: quinn::RecvStream,
         connection: quinn::Connection,
         peer: Principal,
+        bucket: Arc<Mutex<TokenBucket>>,
     ) {
         let stats = &self.inner.stats;
         let max = self.inner.config.limits.max_message_bytes;
         let mut decoder = FrameDecoder::new(max);
-        let options = &self.inner.options;
-        let mut bucket = TokenBucket::new(options.max_frames_per_second, options.frame_burst);
         loop {
             let chunk = match stream.read_chunk(64 << 10, true).await {
                 Ok(Some(chunk)) => chunk,
@@ -521,7 +531,8 @@ impl Transport {
                         return;
                     }
                 };
-                if !bucket.take(Instant::now()) {
+                let allowed = bucket.lock().expect("not poisoned").take(Instant::now());
+                if !allowed {
                     bump(&stats.disconnected_flood);
                     warn!(?peer, "closing connection: frame flood");
                     connection.close(close_code::FLOOD.into(), b"too many frames");
@@ -582,7 +593,11 @@ impl Transport {
             }) else {
                 return;
             };
-            let connection = match self.dial(id).await {
+            let dialled = tokio::select! {
+                dialled = self.dial(id) => dialled,
+                _ = shutdown.wait_for(|stop| *stop) => return,
+            };
+            let connection = match dialled {
                 Some(connection) => connection,
                 None => {
                     bump(&stats.dial_failures);

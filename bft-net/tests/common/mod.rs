@@ -190,3 +190,106 @@ pub async fn run_load(handles: &[AsyncClient], width: usize, per_client: usize, 
         result.expect("load task");
     }
 }
+
+// Helpers for tests that act as hostile peers (raw QUIC connections, transport counters).
+
+/// How often a polled condition (a transport counter) is checked while waiting on it.
+pub const POLL: Duration = Duration::from_millis(20);
+
+impl TestCluster {
+    /// Replica `id`'s transport counters.
+    pub fn transport_stats(&self, id: u32) -> bft_net::TransportCounters {
+        self.replicas[id as usize]
+            .as_ref()
+            .expect("running")
+            .transport()
+            .stats()
+    }
+
+    /// Waits (up to [`PATIENCE`], polling every [`POLL`]) until replica `id`'s transport counters
+    /// satisfy `condition`.
+    pub async fn wait_transport(
+        &self,
+        id: u32,
+        mut condition: impl FnMut(&bft_net::TransportCounters) -> bool,
+    ) -> bool {
+        let transport = self.replicas[id as usize]
+            .as_ref()
+            .expect("running")
+            .transport()
+            .clone();
+        poll_until(move || condition(&transport.stats())).await
+    }
+}
+
+/// Waits (up to [`PATIENCE`], polling every [`POLL`]) until `condition` holds.
+pub async fn poll_until(mut condition: impl FnMut() -> bool) -> bool {
+    tokio::time::timeout(PATIENCE, async {
+        while !condition() {
+            tokio::time::sleep(POLL).await;
+        }
+    })
+    .await
+    .is_ok()
+}
+
+/// A bare QUIC endpoint on loopback, to dial replicas by hand.
+pub fn raw_endpoint() -> quinn::Endpoint {
+    quinn::Endpoint::client(SocketAddr::from(([127, 0, 0, 1], 0))).expect("bind loopback")
+}
+
+/// Dials replica `replica` of `cluster` from `endpoint`, authenticating with `key` (admitted or
+/// not). The outcome of the handshake, as the dialer sees it.
+pub async fn dial_raw(
+    cluster: &TestCluster,
+    endpoint: &quinn::Endpoint,
+    key: &bft_crypto::KeyPair,
+    replica: u32,
+) -> Result<quinn::Connection, quinn::ConnectionError> {
+    let config = bft_net::identity::client_config(key, &cluster.config, ReplicaId(replica))
+        .expect("dialing configuration");
+    let connecting = endpoint
+        .connect_with(
+            config,
+            cluster.addresses[replica as usize],
+            &bft_net::identity::server_name(ReplicaId(replica)),
+        )
+        .expect("dial starts");
+    tokio::time::timeout(PATIENCE, connecting)
+        .await
+        .expect("the handshake ends")
+}
+
+/// `frame` with its length prefix, as a stream carries it.
+pub fn framed(frame: &[u8]) -> Vec<u8> {
+    let prefix = bft_net::framing::length_prefix(frame).expect("frame fits a u32 length");
+    [&prefix[..], frame].concat()
+}
+
+/// Waits (up to [`PATIENCE`]) for `connection` to be closed, and says why it was.
+pub async fn closed(connection: &quinn::Connection) -> quinn::ConnectionError {
+    tokio::time::timeout(PATIENCE, connection.closed())
+        .await
+        .expect("the connection is closed")
+}
+
+/// Asserts that the replica closed the connection with application error `code` (one of
+/// `bft_net::transport::close_code`).
+pub fn assert_closed_with(error: &quinn::ConnectionError, code: u32) {
+    match error {
+        quinn::ConnectionError::ApplicationClosed(close) => assert_eq!(
+            close.error_code,
+            quinn::VarInt::from_u32(code),
+            "closed for another reason: {close:?}"
+        ),
+        other => panic!("expected the replica to close with code {code}, got {other:?}"),
+    }
+}
+
+/// Closes a raw `endpoint` and waits (up to [`PATIENCE`]) for it to go idle.
+pub async fn close_endpoint(endpoint: &quinn::Endpoint) {
+    endpoint.close(0u32.into(), b"done");
+    tokio::time::timeout(PATIENCE, endpoint.wait_idle())
+        .await
+        .expect("the endpoint goes idle");
+}
