@@ -1,0 +1,285 @@
+//! Replays the committed seed corpora in `fuzz/corpus/<target>/` through the property checks, and
+//! runs each target on a fixed-seed pseudo-random stream of inputs, so CI exercises the fuzz
+//! properties on the stable toolchain.
+
+use bft_core::codec::{FrameRef, decode};
+use bft_core::messages::{Checkpoint, ViewChangePayload, WireMessage};
+use bft_core::testkit::{self, CLUSTER_ID};
+use bft_core::{Principal, ReplicaId, SeqNum, View};
+use bft_fuzz::TARGETS;
+use rand::{Rng, RngExt, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use std::path::PathBuf;
+
+fn corpus_dir(target: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../fuzz/corpus")
+        .join(target)
+}
+
+#[test]
+fn committed_corpora_replay() {
+    for (name, check) in TARGETS {
+        let dir = corpus_dir(name);
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .map(|entry| entry.expect("directory entry").path())
+            .collect();
+        files.sort();
+        assert!(!files.is_empty(), "no seeds for {name}");
+        for file in files {
+            let data = std::fs::read(&file).expect("readable seed");
+            println!("{name}: {}", file.display());
+            check(&data);
+        }
+    }
+}
+
+#[test]
+fn pseudo_random_smoke() {
+    const INPUTS: usize = 2_000;
+    for (name, check) in TARGETS {
+        let mut rng = ChaCha8Rng::seed_from_u64(0x00f5_2200);
+        // replica_step signs and verifies per step: fewer, and shorter, inputs keep this quick.
+        let (inputs, max_len) = if name == "replica_step" {
+            (INPUTS / 4, 256)
+        } else {
+            (INPUTS, 512)
+        };
+        for _ in 0..inputs {
+            let mut data = vec![0u8; rng.random_range(0..=max_len)];
+            rng.fill_bytes(&mut data);
+            check(&data);
+        }
+    }
+}
+
+/// Finding F1 (see `fuzz/README.md`): the codec accepts non-minimal varints, so one signed
+/// message has more than one accepted frame encoding. This test pins the current behaviour; when
+/// the codec starts refusing non-canonical input, flip its assertions and make `wire_decode`
+/// require byte-exact re-encoding.
+#[test]
+fn finding_f1_non_canonical_frames_are_accepted() {
+    let frame = testkit::prepare(1, 0, 1, bft_crypto::sha256(b"x"));
+    assert!(bft_fuzz::reencodes_byte_exact(&frame));
+    let malleated = non_canonical_cluster(&frame);
+    assert_ne!(malleated, frame.to_vec());
+    assert!(!bft_fuzz::reencodes_byte_exact(&malleated));
+    let config = std::sync::Arc::new(testkit::config(1, 2));
+    let verifier = bft_core::Verifier::new(config).expect("valid");
+    let a = verifier.verify(frame.clone()).expect("original verifies");
+    let b = verifier
+        .verify(malleated.into())
+        .expect("the re-encoded header still verifies: the signature covers decoded values");
+    assert_ne!(
+        a.frame(),
+        b.frame(),
+        "same message, different accepted frame bytes"
+    );
+    bft_fuzz::wire_decode(b.frame());
+}
+
+/// `frame` with its header's cluster id (the first field, 7) re-encoded as a two-byte varint.
+fn non_canonical_cluster(frame: &[u8]) -> Vec<u8> {
+    let decoded: FrameRef<'_> = decode(frame).expect("valid frame");
+    assert_eq!(decoded.header.cluster, CLUSTER_ID);
+    assert_eq!(frame[0], CLUSTER_ID as u8);
+    let mut out = vec![0x80 | CLUSTER_ID as u8, 0x00];
+    out.extend_from_slice(&frame[1..]);
+    out
+}
+
+/// Builds byte strings for the `Unstructured`-driven targets: each small-range choice takes one
+/// byte, taken modulo the range size.
+#[derive(Default)]
+struct Script(Vec<u8>);
+
+impl Script {
+    fn b(mut self, bytes: &[u8]) -> Self {
+        self.0.extend_from_slice(bytes);
+        self
+    }
+}
+
+/// Regenerates the seed corpora: `cargo test -p bft-fuzz --test corpus -- --ignored`.
+#[test]
+#[ignore = "writes fuzz/corpus; run by hand when the wire format or the targets change"]
+fn write_seed_corpora() {
+    let write = |target: &str, name: &str, data: &[u8]| {
+        let dir = corpus_dir(target);
+        std::fs::create_dir_all(&dir).expect("corpus dir");
+        assert!(data.len() < 20 << 10, "seed too large");
+        std::fs::write(dir.join(name), data).expect("write seed");
+    };
+    let replica = |id: u32| Principal::Replica(ReplicaId(id));
+    let digest = bft_crypto::sha256(b"batch");
+
+    // wire_decode: real frames, and kind-selector + payload inputs.
+    let prepare = testkit::prepare(1, 0, 1, digest);
+    write("wire_decode", "prepare", &prepare);
+    write("wire_decode", "commit", &testkit::commit(2, 3, 9, digest));
+    let request = bft_fuzz_seed_request(1, 1, b"op");
+    write("wire_decode", "request", &request);
+    let checkpoint = Checkpoint {
+        seq: SeqNum(4),
+        digest,
+    }
+    .sign(&testkit::replica_key(3), CLUSTER_ID, replica(3));
+    write("wire_decode", "checkpoint", &checkpoint);
+    let view_change = ViewChangePayload {
+        new_view: View(1),
+        stable_seq: SeqNum(4),
+        checkpoint_proof: vec![checkpoint.to_vec().into()],
+        prepared: vec![bft_core::messages::PreparedCertificatePayload {
+            pre_prepare: prepare.to_vec().into(),
+            prepares: vec![prepare.to_vec().into()],
+        }],
+    };
+    write(
+        "wire_decode",
+        "view_change",
+        &view_change.sign(&testkit::replica_key(2), CLUSTER_ID, replica(2)),
+    );
+    let pre_prepare = bft_core::messages::PrePreparePayload {
+        view: View(0),
+        seq: SeqNum(1),
+        digest,
+        requests: vec![request.to_vec().into(), request.to_vec().into()],
+    }
+    .sign(&testkit::replica_key(0), CLUSTER_ID, replica(0));
+    write("wire_decode", "pre_prepare_with_batch", &pre_prepare);
+    write(
+        "wire_decode",
+        "f1_non_canonical_cluster",
+        &non_canonical_cluster(&prepare),
+    );
+    // Selector 11 = ViewChange payload.
+    let mut payload = vec![11u8];
+    payload.extend_from_slice(&bft_core::codec::encode(&view_change));
+    write("wire_decode", "payload_view_change", &payload);
+
+    // verify: three triples (valid, small-order identity key/nonce with s = 0, raw), then frames.
+    let verify = Script::default()
+        .b(&[3])
+        .b(&[5])
+        .b(b"hello")
+        .b(&[1, 7, 0]) // valid signature by seed 7, unmodified
+        .b(&[0])
+        .b(&[2, 0, 0, 1]) // identity key, identity R, s = 0
+        .b(&[4])
+        .b(b"raw!")
+        .b(&[0])
+        .b(&[0x11; 96]) // raw key and signature
+        .b(&[4])
+        .b(&[0, 1, 1, 0, 0]) // prepare (view 0, seq 1, signer 1), no bit flip
+        .b(&[0, 1, 2, 1, 1, 77]) // commit by replica 2 with bit 77 flipped
+        .b(&[0, 3, 0, 2, 0, 0]) // request from client 1
+        .b(&[0, 1, 0, 3, 2, 0]); // pre-prepare with two requests
+    write("verify", "mixed", &verify.0);
+    let small_order = Script::default().b(&[8]).b(&(0..8u8)
+        .flat_map(|i| [0, 2, i, 7 - i, 1])
+        .collect::<Vec<_>>());
+    write("verify", "small_order", &small_order.0);
+    let flips = Script::default()
+        .b(&[4])
+        .b(&[3, b'a', b'b', b'c', 1, 9, 1, 0, 255])
+        .b(&[
+            3, b'a', b'b', b'c', 1, 9, 2, 10, 3, b'a', b'b', b'c', 1, 9, 3, b'd', 3, b'a', b'b',
+            b'c', 1, 9, 4, 0,
+        ]);
+    write("verify", "mutations", &flips.0);
+
+    // replica_step: ops are 0-1 prepare, 2-3 commit, 4 checkpoint, 5 pre-prepare, 6 request,
+    // 7 view change, 8 raw, 9 tick. Senders are (signer, auth) with auth >= 2 valid.
+    let votes = |op: u8, seq: u8, signers: &[u8]| -> Vec<u8> {
+        signers
+            .iter()
+            .flat_map(|&s| [op, 0, seq, 0, s, 5])
+            .collect()
+    };
+    let backup_commits = Script::default()
+        .b(&[1]) // replica 1, a backup
+        .b(&[5, 0, 5, 0, 1, 1, 0, 0, b'x', 1, 1]) // pre-prepare (0, 1) with one request
+        .b(&votes(0, 1, &[2, 3]))
+        .b(&votes(2, 1, &[0, 2, 3]))
+        .b(&[9, 0, 0, 100]);
+    write("replica_step", "backup_commits", &backup_commits.0);
+    let primary_commits = Script::default()
+        .b(&[0]) // replica 0, the primary of view 0
+        .b(&[6, 0, 0, b'y']) // request from client 1
+        .b(&[6, 1, 0, b'z']) // request from client 2
+        .b(&votes(0, 1, &[1, 2]))
+        .b(&votes(2, 1, &[1, 2, 3]))
+        .b(&[9, 1, 0, 0]);
+    write("replica_step", "primary_commits", &primary_commits.0);
+    let view_change = Script::default()
+        .b(&[1]) // replica 1, primary of view 1
+        .b(&[7, 1, 0, 0, 5, 7, 1, 0, 2, 5, 7, 1, 0, 3, 5])
+        .b(&[9, 1, 0, 0, 9, 0, 11, 184])
+        .b(&[7, 2, 0, 2, 5, 7, 2, 0, 3, 5]);
+    write("replica_step", "view_change", &view_change.0);
+    let bad_senders = Script::default()
+        .b(&[2])
+        .b(&[
+            0, 0, 1, 0, 4, 5, 0, 0, 1, 0, 1, 0, 7, 0, 0, 3, 1, 6, 3, 0, 0, 8, 4, 1, 2, 3, 4,
+        ])
+        .b(&[9, 0, 255, 255, 9, 1, 0, 0]);
+    write("replica_step", "bad_senders", &bad_senders.0);
+
+    // frame_reader: limit, chunk sizes ending in 0, then the stream.
+    let mut stream = Vec::new();
+    for frame in [&prepare[..], &b"abc"[..], &checkpoint[..]] {
+        stream.extend_from_slice(&(frame.len() as u32).to_le_bytes());
+        stream.extend_from_slice(frame);
+    }
+    write(
+        "frame_reader",
+        "three_frames",
+        &[&[255u8, 1, 3, 7, 0][..], &stream].concat(),
+    );
+    write(
+        "frame_reader",
+        "too_large",
+        &[&[8u8, 2, 0][..], &stream].concat(),
+    );
+    write(
+        "frame_reader",
+        "empty_frame",
+        &[4, 1, 0, 1, 0, 0, 0, b'a', 0, 0, 0, 0],
+    );
+    write(
+        "frame_reader",
+        "truncated",
+        &[&[255u8, 5, 0][..], &stream[..60]].concat(),
+    );
+
+    // kv_model: 0-2 structured op (key, kind, value), 3 raw op, 4 snapshot, 5 restore.
+    let kv = Script::default()
+        .b(&[0, 1, 1, 3, b'a', b'b', b'c']) // put k1 = abc
+        .b(&[1, 1, 2, 2, b'd', b'e']) // append k1 += de
+        .b(&[2, 1, 0]) // get k1
+        .b(&[2, 2, 0]) // get k2 (absent)
+        .b(&[4]) // snapshot round trip
+        .b(&[3, 5, 1, 1, b'z', 1, b'q']) // raw Put { z: q }
+        .b(&[3, 3, 9, 9, 9]) // raw garbage
+        .b(&[5, 7, 1, 1, b'a', 1, b'b', 0]) // restore {a: b} (with a trailing byte)
+        .b(&[2, 1, 0]);
+    write("kv_model", "ops", &kv.0);
+    write(
+        "kv_model",
+        "restore_canonical",
+        &[5, 6, 1, 1, b'a', 1, b'b', 2, 0, 0],
+    );
+}
+
+fn bft_fuzz_seed_request(client: u64, timestamp: u64, operation: &[u8]) -> bytes::Bytes {
+    bft_core::messages::Request {
+        timestamp,
+        operation: operation.to_vec(),
+    }
+    .sign(
+        &testkit::client_key(client),
+        CLUSTER_ID,
+        Principal::Client(bft_core::ClientId(client)),
+    )
+}
