@@ -79,6 +79,9 @@ pub enum DecodeError {
     /// A valid value is followed by extra bytes.
     #[error("{0} trailing bytes")]
     TrailingBytes(usize),
+    /// The bytes decode, but are not the value's canonical encoding (an over-long integer, say).
+    #[error("not the canonical encoding")]
+    NonCanonical,
 }
 
 /// Encodes a value. Encoding the crate's message types cannot fail.
@@ -86,11 +89,18 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
     postcard::to_allocvec(value).expect("encoding to a Vec cannot fail for the crate's types")
 }
 
-/// Decodes a value that must use every input byte.
-pub fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, DecodeError> {
+/// Decodes a value that must use every input byte and be encoded canonically: its re-encoding
+/// must be exactly `bytes`. Postcard's varints accept over-long forms (7 as `87 00`), so without
+/// this check one signed message would have several accepted encodings: a relay could rewrite
+/// a frame's header without breaking its signature, and two frames of one message would
+/// differ byte for byte (found by the `wire_decode` fuzz target).
+pub fn decode<'a, T: Deserialize<'a> + Serialize>(bytes: &'a [u8]) -> Result<T, DecodeError> {
     let (value, rest) = postcard::take_from_bytes(bytes).map_err(DecodeError::Malformed)?;
     if !rest.is_empty() {
         return Err(DecodeError::TrailingBytes(rest.len()));
+    }
+    if encode(&value) != bytes {
+        return Err(DecodeError::NonCanonical);
     }
     Ok(value)
 }
@@ -129,4 +139,26 @@ pub fn with_attachment(frame: &[u8], attachment: &[u8]) -> Option<Bytes> {
         }
         .encode(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn non_canonical_encodings_are_refused() {
+        // 7 as a one-byte varint, and the same value over-long.
+        assert_eq!(decode::<u64>(&[0x07]), Ok(7));
+        assert_eq!(decode::<u64>(&[0x87, 0x00]), Err(DecodeError::NonCanonical));
+        let header = Header {
+            cluster: 7,
+            kind: MessageKind::Prepare,
+            sender: Principal::Replica(crate::ReplicaId(1)),
+        };
+        let canonical = encode(&header);
+        assert_eq!(decode::<Header>(&canonical), Ok(header));
+        let mut long = vec![0x87, 0x00];
+        long.extend_from_slice(&canonical[1..]);
+        assert_eq!(decode::<Header>(&long), Err(DecodeError::NonCanonical));
+    }
 }

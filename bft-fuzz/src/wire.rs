@@ -21,16 +21,18 @@ const MAX_DEPTH: usize = 3;
 /// header's kind, and frames nested in them; also decodes `data[1..]` as the payload of the kind
 /// chosen by `data[0]`.
 ///
-/// Properties: no panic; input over the limit is refused as `TooLarge` before decoding; a value
-/// that decodes re-encodes to bytes that decode to an equal value, are no longer than the input,
-/// and re-encode to themselves (the canonical encoding is a fixed point).
-///
-/// It does not require the input bytes themselves to be canonical: the codec currently accepts
-/// non-minimal varints (see [`reencodes_byte_exact`] and `fuzz/README.md`, finding F1).
+/// Properties: no panic; input over the limit is refused as `TooLarge` before decoding; what
+/// decodes re-encodes to exactly the input bytes (frame, payload and attachment: the codec
+/// refuses non-canonical encodings since finding F1, see `fuzz/README.md`), and the re-encoding
+/// decodes to an equal value.
 ///
 /// Allocation is not measured (that needs a counting global allocator, and the workspace forbids
 /// `unsafe`); frames decode borrowed, and every decoded length is bounded by the input length.
 pub fn wire_decode(data: &[u8]) {
+    assert!(
+        reencodes_byte_exact(data),
+        "a frame decoded but is not its own canonical encoding"
+    );
     check_limit(data);
     check_frame(data, 0);
     if let Some((&selector, payload)) = data.split_first() {

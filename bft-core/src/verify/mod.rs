@@ -210,7 +210,9 @@ impl Parsed {
     }
 
     /// Decodes the payload as `T` and wraps it as verified.
-    fn decode<T: serde::de::DeserializeOwned>(self) -> Result<Verified<T>, VerifyError> {
+    fn decode<T: serde::de::DeserializeOwned + serde::Serialize>(
+        self,
+    ) -> Result<Verified<T>, VerifyError> {
         let message = codec::decode(self.payload())?;
         Ok(self.into_verified(message))
     }

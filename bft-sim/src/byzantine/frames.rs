@@ -75,7 +75,7 @@ impl Adversary {
 }
 
 /// Decodes the payload of a frame as `T` (any sender).
-pub(super) fn decode_payload<T: serde::de::DeserializeOwned>(
+pub(super) fn decode_payload<T: serde::de::DeserializeOwned + serde::Serialize>(
     frame: &[u8],
     max_len: usize,
 ) -> Option<T> {

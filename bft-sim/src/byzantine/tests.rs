@@ -239,12 +239,12 @@ fn parts(frame: &Bytes) -> (Header, Vec<u8>, Vec<u8>) {
     )
 }
 
-fn payload<T: serde::de::DeserializeOwned>(frame: &Bytes) -> T {
+fn payload<T: serde::de::DeserializeOwned + serde::Serialize>(frame: &Bytes) -> T {
     codec::decode(&parts(frame).1).expect("payload decodes")
 }
 
 /// Asserts `out` verifies, has `input`'s header and attachment, and its payload is `expected`.
-fn assert_resigned<T: serde::de::DeserializeOwned + PartialEq + fmt::Debug>(
+fn assert_resigned<T: serde::de::DeserializeOwned + serde::Serialize + PartialEq + fmt::Debug>(
     fixture: &Fixture,
     input: &Bytes,
     out: &Bytes,
