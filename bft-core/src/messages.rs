@@ -43,6 +43,23 @@ pub enum MessageKind {
 }
 
 impl MessageKind {
+    /// Every kind, in code order.
+    pub const ALL: [MessageKind; 13] = [
+        MessageKind::Request,
+        MessageKind::PrePrepare,
+        MessageKind::Prepare,
+        MessageKind::Commit,
+        MessageKind::Reply,
+        MessageKind::Checkpoint,
+        MessageKind::FetchState,
+        MessageKind::StateManifest,
+        MessageKind::StateChunk,
+        MessageKind::FetchCommitted,
+        MessageKind::CommittedBatch,
+        MessageKind::ViewChange,
+        MessageKind::NewView,
+    ];
+
     /// The byte that signatures cover for this kind. Never reuse a value.
     pub fn code(self) -> u8 {
         match self {

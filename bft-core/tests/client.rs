@@ -481,3 +481,37 @@ fn a_client_at_the_last_timestamp_does_not_overflow() {
         "no timestamp is left: the client must refuse rather than reuse or wrap"
     );
 }
+
+#[test]
+fn an_abandoned_request_frees_the_client_and_its_late_replies_are_ignored() {
+    let config = std::sync::Arc::new(harness::config(1, 1));
+    let mut client = Client::new(config, ClientId(1), harness::client_key(1), 1).unwrap();
+    let _ = client.submit(at(0), b"first".to_vec()).unwrap();
+    assert!(client.is_busy());
+    assert!(matches!(
+        client.submit(at(1), b"second".to_vec()),
+        Err(bft_core::ClientError::Busy)
+    ));
+    client.abandon();
+    assert!(!client.is_busy());
+    assert_eq!(client.poll_timeout(), None);
+    // Replies to the abandoned request (timestamp 1) complete nothing.
+    for replica in 0..4 {
+        let reply = Reply {
+            view: bft_core::View(0),
+            client: ClientId(1),
+            timestamp: 1,
+            outcome: ok(b"late"),
+        };
+        let frame = harness::signed_by_replica(replica, &reply);
+        let message = bft_core::Verifier::new(std::sync::Arc::new(harness::config(1, 1)))
+            .unwrap()
+            .verify(frame)
+            .unwrap();
+        let actions = client.step(at(2), ClientInput::Message(message));
+        assert!(actions.completed.is_none());
+    }
+    // The next request carries a higher timestamp.
+    let _ = client.submit(at(3), b"second".to_vec()).unwrap();
+    assert_eq!(client.next_timestamp(), Some(3));
+}

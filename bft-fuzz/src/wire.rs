@@ -191,20 +191,6 @@ where
 
 /// Every message kind, indexed by `byte % 13`.
 pub(crate) fn kind_from_byte(byte: u8) -> MessageKind {
-    const KINDS: [MessageKind; 13] = [
-        MessageKind::Request,
-        MessageKind::PrePrepare,
-        MessageKind::Prepare,
-        MessageKind::Commit,
-        MessageKind::Reply,
-        MessageKind::Checkpoint,
-        MessageKind::FetchState,
-        MessageKind::StateManifest,
-        MessageKind::StateChunk,
-        MessageKind::FetchCommitted,
-        MessageKind::CommittedBatch,
-        MessageKind::ViewChange,
-        MessageKind::NewView,
-    ];
+    const KINDS: [MessageKind; 13] = MessageKind::ALL;
     KINDS[usize::from(byte) % KINDS.len()]
 }

@@ -753,21 +753,7 @@ fn replies_are_not_reshaped() {
     }
 }
 
-const KINDS: [MessageKind; 13] = [
-    MessageKind::Request,
-    MessageKind::PrePrepare,
-    MessageKind::Prepare,
-    MessageKind::Commit,
-    MessageKind::Reply,
-    MessageKind::Checkpoint,
-    MessageKind::FetchState,
-    MessageKind::StateManifest,
-    MessageKind::StateChunk,
-    MessageKind::FetchCommitted,
-    MessageKind::CommittedBatch,
-    MessageKind::ViewChange,
-    MessageKind::NewView,
-];
+const KINDS: [MessageKind; 13] = MessageKind::ALL;
 
 proptest! {
     #[test]
