@@ -20,10 +20,10 @@
 //!   configuration and the frame, which a driver may run on other threads and in batches; its
 //!   output type [`Verified`] cannot be built elsewhere.
 //! - The only way to obtain a step's frames is [`Actions::persist_then_send`], which persists the
-//!   step's [`SignedRecord`]s first: a replica that forgets what it signed could sign something
-//!   conflicting after a restart. (Until the durability work lands, nothing reads these records
-//!   back: a replica restarted empty may sign messages that conflict with ones it signed before,
-//!   so count it against f.)
+//!   step's [`Record`]s first (what the replica signed, and what it accepted) and, when a
+//!   checkpoint became stable, a [`DurableCheckpoint`] that supersedes them. After a crash,
+//!   [`Replica::recover`] rebuilds the replica from them, so a restarted replica never signs a
+//!   message that conflicts with one it signed before (see `replica/recovery.rs`).
 //! - The user's [`Service`] runs inside the replica, deterministically; a panic in it is contained
 //!   and becomes the same error outcome on every correct replica.
 //!
@@ -51,8 +51,9 @@ pub use config::{ClusterConfig, ConfigError, Limits, Timing};
 pub use ids::{ClientId, Principal, ReplicaId, SeqNum, Time, View};
 pub use messages::{MessageKind, Outcome};
 pub use replica::{
-    Actions, Destination, Executed, Input, MemoryStorage, Metrics, Outgoing, Phase, Rejected,
-    Rejection, Replica, SignedRecord, StableCertificate, Status, Storage,
+    Actions, Destination, DurableCheckpoint, Executed, Input, MemoryStorage, Metrics, Outgoing,
+    Phase, Record, RecoveryError, RecoveryReport, Rejected, Rejection, Replica, SignedRecord,
+    StableCertificate, StableState, Status, Storage,
 };
 pub use service::{ExecuteContext, RestoreError, Service};
 pub use verify::{Verified, VerifiedMessage, Verifier, VerifyError};

@@ -17,14 +17,18 @@ pub enum PlantedBug {
     AcceptConflictingPrePrepare,
     /// The per-peer buffer of messages for future views has no limit.
     UnboundedFutureBuffer,
+    /// Recovery restores the stored checkpoint but skips the log records after it, so a restarted
+    /// replica forgets what it signed and accepted since (breaks durability).
+    RecoverySkipsLog,
 }
 
 impl PlantedBug {
     /// Every plantable bug.
-    pub const ALL: [PlantedBug; 3] = [
+    pub const ALL: [PlantedBug; 4] = [
         PlantedBug::NewViewIgnoresPrepared,
         PlantedBug::AcceptConflictingPrePrepare,
         PlantedBug::UnboundedFutureBuffer,
+        PlantedBug::RecoverySkipsLog,
     ];
 
     /// A short name for command lines.
@@ -33,6 +37,7 @@ impl PlantedBug {
             PlantedBug::NewViewIgnoresPrepared => "new-view-ignores-prepared",
             PlantedBug::AcceptConflictingPrePrepare => "accept-conflicting-pre-prepare",
             PlantedBug::UnboundedFutureBuffer => "unbounded-future-buffer",
+            PlantedBug::RecoverySkipsLog => "recovery-skips-log",
         }
     }
 }

@@ -252,19 +252,16 @@ fn every_signed_vote_is_persisted() {
     let primary = &cluster.storage[0];
     assert!(
         primary
-            .records
-            .iter()
+            .signed_records()
             .any(|r| r.kind == bft_core::MessageKind::PrePrepare)
     );
     for storage in &cluster.storage[1..] {
         let prepares = storage
-            .records
-            .iter()
+            .signed_records()
             .filter(|r| r.kind == bft_core::MessageKind::Prepare)
             .count();
         let commits = storage
-            .records
-            .iter()
+            .signed_records()
             .filter(|r| r.kind == bft_core::MessageKind::Commit)
             .count();
         assert!(prepares > 0 && prepares == commits);

@@ -18,8 +18,8 @@ use bft_core::messages::{
 };
 use bft_core::{
     Actions, ClientId, ClusterConfig, Destination, Executed, Input, MemoryStorage, MessageKind,
-    Outcome, Outgoing, Principal, Rejection, Replica, ReplicaId, SeqNum, Time, VerifiedMessage,
-    Verifier, VerifyError, View,
+    Outcome, Outgoing, Principal, Record, Rejection, Replica, ReplicaId, SeqNum, Time,
+    VerifiedMessage, Verifier, VerifyError, View,
 };
 use bft_crypto::Digest;
 use bytes::Bytes;
@@ -829,8 +829,7 @@ fn messages_for_views_ahead_are_buffered_within_a_per_peer_limit() {
     assert_eq!(backup.metrics().rejoins, 1);
     assert!(
         actions
-            .to_persist()
-            .iter()
+            .signed_records()
             .any(|r| r.kind == MessageKind::ViewChange)
     );
 }
@@ -876,7 +875,7 @@ fn sequence_numbers_outside_the_window_are_refused() {
         fx.verified(fx.pre_prepare(0, 0, 4, &[request])),
     );
     assert_eq!(
-        actions.to_persist().len(),
+        actions.signed_records().count(),
         1,
         "the backup signed a prepare for seq 4"
     );
@@ -966,8 +965,13 @@ fn conflicting_pre_prepare_is_refused_and_the_first_stays() {
     let second_digest = fx.batch_digest(std::slice::from_ref(&second_request));
 
     let actions = accept(&mut backup, fx.verified(first.clone()));
-    assert_eq!(actions.to_persist().len(), 1);
-    assert_eq!(actions.to_persist()[0].digest, first_digest);
+    // The accepted pre-prepare (with its batch) is persisted before the prepare it led to.
+    assert_eq!(actions.to_persist().len(), 2);
+    assert_eq!(actions.to_persist()[0], Record::Frame(first.clone()));
+    let signed: Vec<_> = actions.signed_records().collect();
+    assert_eq!(signed.len(), 1);
+    assert_eq!(signed[0].kind, MessageKind::Prepare);
+    assert_eq!(signed[0].digest, first_digest);
     assert_rejected(
         &mut backup,
         fx.verified(second),
@@ -992,8 +996,7 @@ fn conflicting_pre_prepare_is_refused_and_the_first_stays() {
     ] {
         let actions = accept(&mut backup, fx.verified(frame));
         committed |= actions
-            .to_persist()
-            .iter()
+            .signed_records()
             .any(|r| r.kind == MessageKind::Commit && r.digest == first_digest);
         executed.extend(actions.executed);
     }
@@ -1049,7 +1052,9 @@ fn the_same_vote_twice_is_a_duplicate() {
     let commit = fx.commit(2, 0, 1, digest);
     let prepare = fx.prepare(3, 0, 1, digest);
     let actions = accept(&mut backup, fx.verified(commit.clone()));
-    assert!(actions.is_quiet());
+    // Accepted, so persisted (for recovery), and nothing else.
+    assert_eq!(actions.to_persist(), [Record::Frame(commit.clone())]);
+    assert!(actions.pending_sends().is_empty() && actions.executed.is_empty());
     assert_rejected(
         &mut backup,
         fx.verified(commit.clone()),
@@ -1242,7 +1247,8 @@ fn a_backup_relays_a_new_request_to_the_primary_once() {
         1,
         "the primary proposed a batch"
     );
-    assert_eq!(actions.to_persist()[0].kind, MessageKind::PrePrepare);
+    let signed: Vec<_> = actions.signed_records().collect();
+    assert_eq!(signed[0].kind, MessageKind::PrePrepare);
     assert_rejected(&mut primary, fx.verified(request), Rejection::Duplicate);
 }
 

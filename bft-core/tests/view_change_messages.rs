@@ -381,9 +381,9 @@ fn the_new_view(fx: &Fixture, actions: &Actions) -> Verified<NewView> {
     new_view
 }
 
-/// The kinds of the records in `actions.to_persist()`, in order.
+/// The kinds of the signed records in `actions.to_persist()`, in order.
 fn persisted_kinds(actions: &Actions) -> Vec<MessageKind> {
-    actions.to_persist().iter().map(|r| r.kind).collect()
+    actions.signed_records().map(|r| r.kind).collect()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1118,7 +1118,7 @@ fn f_plus_one_view_changes_for_higher_views_make_a_replica_join() {
     assert_eq!(own.message().stable_seq, SeqNum(0));
     assert!(own.message().checkpoint_proof.is_empty());
     assert!(own.message().prepared.is_empty());
-    let records = actions.to_persist();
+    let records: Vec<_> = actions.signed_records().collect();
     assert_eq!(persisted_kinds(&actions), [MessageKind::ViewChange]);
     assert_eq!(records[0].view, View(2));
     assert_eq!(
@@ -1306,7 +1306,7 @@ fn new_view_reissues_the_prepared_digest() {
             MessageKind::NewView
         ]
     );
-    let record = &actions.to_persist()[1];
+    let record = actions.signed_records().nth(1).expect("a pre-prepare");
     assert_eq!(
         (record.view, record.seq, record.digest),
         (View(1), SeqNum(1), d(1))

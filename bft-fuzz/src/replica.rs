@@ -261,7 +261,7 @@ impl Harness {
 
     fn step(&mut self, input: Input) {
         let actions = self.replica.step(self.now, input);
-        for record in actions.to_persist() {
+        for record in actions.signed_records() {
             let key = (record.kind, record.view, record.seq);
             let frames_matter =
                 matches!(record.kind, MessageKind::ViewChange | MessageKind::NewView);

@@ -5,16 +5,23 @@
 //! - [`framing`]: length-prefixed frames, the size limit checked before anything is buffered.
 //! - [`transport`]: per-peer bounded queues that never block, re-dialling with backoff,
 //!   disconnection of peers that send oversized, malformed or too many frames.
-//! - [`driver`]: the task that owns a replica; verification runs before it, in parallel batches.
+//! - [`driver`]: the task that owns a replica; verification runs before it, in parallel batches;
+//!   steps are group-committed.
+//! - [`durable`]: starting a replica from its data directory (disk log and snapshots).
 //! - [`client`]: the async client, `invoke(operation).await`.
+//! - [`node`]: a replica in one call ([`ReplicaNode::start`]), a loopback cluster for examples.
 #![forbid(unsafe_code)]
 
 pub mod client;
 pub mod driver;
+pub mod durable;
 pub mod framing;
 pub mod identity;
+pub mod node;
 pub mod transport;
 
 pub use client::{AsyncClient, ClientOptions, ConnectError, InvokeError};
 pub use driver::{DriverError, ReplicaHandle, Snapshot, spawn_replica};
+pub use durable::{StartError, recover_replica};
+pub use node::{LocalCluster, LocalClusterOptions, NodeError, ReplicaNode};
 pub use transport::{Inbound, Transport, TransportCounters, TransportError, TransportOptions};

@@ -59,6 +59,9 @@ pub enum ViolationKind {
     Liveness,
     /// The clients' history is not linearizable.
     Linearizability,
+    /// A correct replica could not be recovered from what it persisted, or recovered to less
+    /// than it had made durable.
+    Recovery,
 }
 
 impl ViolationKind {
@@ -75,6 +78,7 @@ impl ViolationKind {
             ViolationKind::Panic => "panic",
             ViolationKind::Liveness => "liveness",
             ViolationKind::Linearizability => "linearizability",
+            ViolationKind::Recovery => "recovery",
         }
     }
 }

@@ -160,6 +160,43 @@ pub enum Fault {
     },
 }
 
+/// Where a crash of a correct replica (with durable storage) strikes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CrashPoint {
+    /// Between two steps: everything persisted, everything sent.
+    BetweenSteps,
+    /// In a step, after its records are durable and before any of its frames leave.
+    BeforeSend,
+    /// In a step, while its records are written: a prefix is durable, the rest is lost, nothing
+    /// is sent (a torn write).
+    TornWrite,
+}
+
+impl CrashPoint {
+    /// A short name, for fault counts.
+    pub fn name(self) -> &'static str {
+        match self {
+            CrashPoint::BetweenSteps => "crash-correct-between-steps",
+            CrashPoint::BeforeSend => "crash-correct-before-send",
+            CrashPoint::TornWrite => "crash-correct-torn-write",
+        }
+    }
+}
+
+/// A crash of a replica that is not faulty: it restarts from its durable storage and stays
+/// correct, so it does not count against f. Several may overlap, down to every replica at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DurableCrash {
+    /// The replica.
+    pub replica: ReplicaId,
+    /// When it crashes (a crash inside a step strikes at its next step).
+    pub at: Duration,
+    /// How long it stays down.
+    pub down: Duration,
+    /// Where it strikes.
+    pub point: CrashPoint,
+}
+
 /// Everything one seed runs.
 #[derive(Debug, Clone)]
 pub struct Scenario {
@@ -199,6 +236,8 @@ pub struct Scenario {
     pub faulty: BTreeMap<ReplicaId, Fault>,
     /// The replica that forgets what it signed (the canary of the same name).
     pub amnesiac: Option<(ReplicaId, Duration, Duration)>,
+    /// Crashes of correct replicas, which recover from durable storage.
+    pub durable_crashes: Vec<DurableCrash>,
 }
 
 impl Scenario {
@@ -284,25 +323,53 @@ impl Scenario {
             (id, at, ms(&mut rng, 10..1_000))
         });
         let checkpoint_interval = *pick(&mut rng, &[4u64, 8, 16]);
+        let clients = rng.random_range(1..=4);
+        let byzantine_client = chance(&mut rng, 0.3);
+        let keys = rng.random_range(1..=4);
+        let safety_ops = rng.random_range(5..=30);
+        let think_time = ms(&mut rng, 1..400);
+        let window = checkpoint_interval * *pick(&mut rng, &[2u64, 4]);
+        let max_batch_requests = *pick(&mut rng, &[1usize, 4, 16]);
+        // Drawn last, so the rest of a seed's scenario is what it was before durable crashes.
+        let mut durable_crashes = Vec::new();
+        if !candidates.is_empty() {
+            for _ in 0..*pick(&mut rng, &[0usize, 0, 1, 2, 3, 6]) {
+                let point = *pick(
+                    &mut rng,
+                    &[
+                        CrashPoint::BetweenSteps,
+                        CrashPoint::BeforeSend,
+                        CrashPoint::TornWrite,
+                    ],
+                );
+                durable_crashes.push(DurableCrash {
+                    replica: *pick(&mut rng, &candidates),
+                    at: ms(&mut rng, 0..safety_phase.as_millis() as u64),
+                    down: ms(&mut rng, 10..3_000),
+                    point,
+                });
+            }
+        }
         Scenario {
             seed,
             options: options.clone(),
             f,
-            clients: rng.random_range(1..=4),
-            byzantine_client: chance(&mut rng, 0.3),
-            keys: rng.random_range(1..=4),
-            safety_ops: rng.random_range(5..=30),
+            clients,
+            byzantine_client,
+            keys,
+            safety_ops,
             liveness_ops: 3,
-            think_time: ms(&mut rng, 1..400),
+            think_time,
             safety_phase,
             liveness_limit: LIVENESS_LIMIT,
             checkpoint_interval,
-            window: checkpoint_interval * *pick(&mut rng, &[2u64, 4]),
-            max_batch_requests: *pick(&mut rng, &[1usize, 4, 16]),
+            window,
+            max_batch_requests,
             network,
             episodes,
             faulty,
             amnesiac,
+            durable_crashes,
         }
     }
 
@@ -370,6 +437,13 @@ impl fmt::Display for Scenario {
             writeln!(
                 out,
                 "  amnesiac {id}: crashes at {at:?}, restarts empty after {down:?}"
+            )?;
+        }
+        for crash in &self.durable_crashes {
+            writeln!(
+                out,
+                "  correct {} crashes at {:?} ({:?}), recovers after {:?}",
+                crash.replica, crash.at, crash.point, crash.down
             )?;
         }
         Ok(())

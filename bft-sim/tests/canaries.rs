@@ -88,3 +88,15 @@ fn forgetting_what_was_signed_after_a_restart_is_caught() {
         ],
     );
 }
+
+#[test]
+fn recovery_that_skips_the_log_is_caught() {
+    assert_caught(
+        Canary::Core(bft_core::planted::PlantedBug::RecoverySkipsLog),
+        &[
+            ViolationKind::Recovery,
+            ViolationKind::ConflictingSignatures,
+            ViolationKind::Agreement,
+        ],
+    );
+}

@@ -224,6 +224,9 @@ pub enum RecordDefect {
         /// The checksum of the bytes read.
         computed: u32,
     },
+    /// The checksum matches but the body is not a checkpoint this build reads.
+    #[error("its body does not decode as a checkpoint")]
+    Undecodable,
 }
 
 /// What is wrong with a snapshot file.
@@ -265,4 +268,7 @@ pub enum SnapshotDefect {
         /// The checksum of the bytes read.
         computed: u32,
     },
+    /// The checksum matches but the body is not a checkpoint this build reads.
+    #[error("its body does not decode as a checkpoint")]
+    Undecodable,
 }

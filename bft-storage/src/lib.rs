@@ -5,8 +5,10 @@
 //!   fsync for any number of records: the group commit of every step pending. A torn record at
 //!   the tail (a crash during an append) is cut off with a warning; damage anywhere else stops
 //!   the replica with [`WalError::Corrupt`], naming the file and offset.
-//! - [`WalStorage`]: the log as a [`bft_core::Storage`], storing [`bft_core::SignedRecord`]s in a
-//!   versioned encoding ([`record`]).
+//! - [`WalStorage`]: a data directory (log and snapshots) as a [`bft_core::Storage`], storing
+//!   [`bft_core::Record`]s in a versioned encoding ([`record`]) and
+//!   [`bft_core::DurableCheckpoint`]s as snapshots; [`WalStorage::open`] reads back what
+//!   [`bft_core::Replica::recover`] needs.
 //! - [`SnapshotStore`]: checkpoint snapshots, written atomically (write, fsync, rename, fsync the
 //!   directory), older ones removed.
 //! - [`MemoryWal`]: the same log in memory, for tests and the simulator, with writing and syncing
@@ -31,9 +33,9 @@ pub mod wal;
 
 pub use error::{Corruption, IoOp, RecordDefect, SnapshotDefect, WalError};
 pub use memory::MemoryWal;
-pub use record::{RecordDecodeError, decode_record, encode_record};
+pub use record::{RecordDecodeError, decode_record, encode_record, encode_signed_record_v1};
 pub use snapshot::SnapshotStore;
-pub use storage::{RecordSummary, WalStorage};
+pub use storage::{Restored, WalStorage};
 pub use wal::{Recovered, Wal, WalOptions};
 
 use std::fs::{self, File};

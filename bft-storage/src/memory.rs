@@ -24,7 +24,8 @@
 //! drops whole segments only. Both keep every record at or above the index.
 
 use crate::record::{RecordDecodeError, decode_record, encode_record};
-use bft_core::{SignedRecord, Storage};
+use crate::storage::Restored;
+use bft_core::{DurableCheckpoint, Record, Storage};
 use bytes::Bytes;
 use std::collections::VecDeque;
 
@@ -35,6 +36,9 @@ pub struct MemoryWal {
     records: VecDeque<Bytes>,
     /// Records with indices below this are durable.
     synced: u64,
+    /// The latest checkpoint saved through the [`Storage`] impl (saved durably at once, as
+    /// `SnapshotStore::save` does).
+    checkpoint: Option<DurableCheckpoint>,
 }
 
 impl MemoryWal {
@@ -91,22 +95,41 @@ impl MemoryWal {
         self.synced.max(self.first_index)
     }
 
-    /// Decodes every record as a [`SignedRecord`] (for logs filled through the [`Storage`]
-    /// impl): what a replica would read back after a restart.
-    pub fn signed_records(&self) -> Result<Vec<SignedRecord>, RecordDecodeError> {
-        self.records.iter().map(|p| decode_record(p)).collect()
+    /// What a replica would read back after a restart (for logs filled through the [`Storage`]
+    /// impl): the latest checkpoint and every record in the log.
+    pub fn restored(&self) -> Result<Restored, RecordDecodeError> {
+        Ok(Restored {
+            checkpoint: self.checkpoint.clone(),
+            records: self
+                .records
+                .iter()
+                .map(|p| decode_record(p))
+                .collect::<Result<_, _>>()?,
+        })
     }
 }
 
-/// Appends and syncs every record of the call, like [`crate::WalStorage`] on disk.
+/// Appends and syncs every record of the call, like [`crate::WalStorage`] on disk; a checkpoint
+/// replaces the previous one and truncates the log before the records it does not cover.
 impl Storage for MemoryWal {
     type Error = std::convert::Infallible;
 
-    fn persist(&mut self, records: &[SignedRecord]) -> Result<(), Self::Error> {
+    fn persist(&mut self, records: &[Record]) -> Result<(), Self::Error> {
         let payloads: Vec<Vec<u8>> = records.iter().map(encode_record).collect();
         let refs: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
         self.append(&refs);
         self.sync();
+        Ok(())
+    }
+
+    fn save_checkpoint(
+        &mut self,
+        checkpoint: &DurableCheckpoint,
+        newer: usize,
+    ) -> Result<(), Self::Error> {
+        self.checkpoint = Some(checkpoint.clone());
+        let cut = self.next_index().saturating_sub(newer as u64);
+        self.truncate_before(cut);
         Ok(())
     }
 }

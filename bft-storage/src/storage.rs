@@ -1,68 +1,74 @@
-//! [`WalStorage`]: the disk log as a [`bft_core::Storage`].
+//! [`WalStorage`]: a replica's data directory (the disk log and checkpoint snapshots) as a
+//! [`bft_core::Storage`].
 
-use crate::error::{Corruption, WalError};
+use crate::error::{Corruption, SnapshotDefect, WalError};
 use crate::record::{decode_record, encode_record};
+use crate::snapshot::SnapshotStore;
 use crate::wal::{Wal, WalOptions};
-use bft_core::{MessageKind, SeqNum, SignedRecord, Storage, View};
-use std::collections::VecDeque;
+use bft_core::{DurableCheckpoint, Record, Storage};
 use std::path::Path;
 
-/// What [`WalStorage`] remembers of each record in its log, for
-/// [`WalStorage::discard_obsolete_prefix`] to decide what may go.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RecordSummary {
-    /// The record's index in the log.
-    pub index: u64,
-    /// The message kind.
-    pub kind: MessageKind,
-    /// The view.
-    pub view: View,
-    /// The sequence number.
-    pub seq: SeqNum,
+/// What a data directory held when it was opened: what [`bft_core::Replica::recover`] takes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Restored {
+    /// The latest checkpoint saved, if any.
+    pub checkpoint: Option<DurableCheckpoint>,
+    /// The records persisted after it, in order.
+    pub records: Vec<Record>,
 }
 
-impl RecordSummary {
-    fn new(index: u64, record: &SignedRecord) -> RecordSummary {
-        RecordSummary {
-            index,
-            kind: record.kind,
-            view: record.view,
-            seq: record.seq,
-        }
-    }
-}
-
-/// A replica's signed records in a [`Wal`]: [`Storage::persist`] appends every record of the call
-/// as one group-committed batch (one fsync), and [`WalStorage::open`] reads them back.
+/// A replica's records in a [`Wal`] and its checkpoints in a [`SnapshotStore`], both in one
+/// directory.
 ///
-/// Each `persist` call costs one fsync however many records it carries. To group-commit several
-/// steps, their records must reach one call, concatenated in step order, with none of their
-/// frames sent until it returns. `Actions::persist_then_send` takes one step's actions at a
-/// time, so that needs a way in bft-core to merge the actions of several steps first.
+/// - [`Storage::persist`] appends every record of the call as one group-committed batch (one
+///   fsync). A driver that steps the replica several times and persists the absorbed actions
+///   once (`Actions::absorb`) group-commits those steps.
+/// - [`Storage::save_checkpoint`] writes the checkpoint atomically (with the log index it
+///   follows), then removes the log segments it supersedes. A crash between the two leaves
+///   superseded records in the log; [`WalStorage::open`] skips them by that index.
 #[derive(Debug)]
 pub struct WalStorage {
     wal: Wal,
-    /// One summary per record still in the log, oldest first.
-    live: VecDeque<RecordSummary>,
+    snapshots: SnapshotStore,
 }
 
+/// Bytes before the checkpoint's encoding in a snapshot: the log index its records follow.
+const CUT_BYTES: usize = 8;
+
 impl WalStorage {
-    /// Opens the log in `dir` with default [`WalOptions`] and decodes every record in it.
-    pub fn open(dir: &Path) -> Result<(WalStorage, Vec<SignedRecord>), WalError> {
+    /// Opens the data directory `dir` (created if missing) with default [`WalOptions`].
+    pub fn open(dir: &Path) -> Result<(WalStorage, Restored), WalError> {
         WalStorage::open_with(dir, WalOptions::default())
     }
 
-    /// Opens the log in `dir` and decodes every record in it, in the order they were persisted.
-    /// A record that passes its checksum but does not decode is [`WalError::Corrupt`], with its
-    /// file and offset.
-    pub fn open_with(
-        dir: &Path,
-        options: WalOptions,
-    ) -> Result<(WalStorage, Vec<SignedRecord>), WalError> {
+    /// Opens the data directory `dir` and reads back the latest checkpoint and the records
+    /// persisted after it. A torn record at the log's tail is cut off (with a warning); any
+    /// other damage, or a record that passes its checksum but does not decode, is
+    /// [`WalError::Corrupt`] with its file and offset.
+    pub fn open_with(dir: &Path, options: WalOptions) -> Result<(WalStorage, Restored), WalError> {
+        let snapshots = SnapshotStore::open(dir)?;
+        let (cut, checkpoint) = match snapshots.latest()? {
+            Some((seq, bytes)) => {
+                let (cut, checkpoint) = decode_snapshot(&bytes).ok_or_else(|| {
+                    let file = dir.join(crate::snapshot::snapshot_file_name(seq));
+                    WalError::Corrupt {
+                        file,
+                        offset: 0,
+                        reason: Corruption::DamagedSnapshot {
+                            defect: SnapshotDefect::Undecodable,
+                        },
+                    }
+                })?;
+                (cut, Some(checkpoint))
+            }
+            None => (0, None),
+        };
         let (wal, recovered) = Wal::open(dir, options)?;
         let mut records = Vec::with_capacity(recovered.records.len());
-        let mut live = VecDeque::with_capacity(recovered.records.len());
         for (index, payload) in recovered.indexed() {
+            if index < cut {
+                continue;
+            }
             let record = decode_record(payload).map_err(|error| {
                 let (file, offset) = recovered
                     .location(index)
@@ -73,10 +79,13 @@ impl WalStorage {
                     reason: Corruption::UndecodableRecord { index, error },
                 }
             })?;
-            live.push_back(RecordSummary::new(index, &record));
             records.push(record);
         }
-        Ok((WalStorage { wal, live }, records))
+        let restored = Restored {
+            checkpoint,
+            records,
+        };
+        Ok((WalStorage { wal, snapshots }, restored))
     }
 
     /// The log underneath.
@@ -84,52 +93,44 @@ impl WalStorage {
         &self.wal
     }
 
-    /// Summaries of the records still in the log, oldest first.
-    pub fn live_records(&self) -> impl Iterator<Item = &RecordSummary> + '_ {
-        self.live.iter()
+    /// The snapshots underneath.
+    pub fn snapshots(&self) -> &SnapshotStore {
+        &self.snapshots
     }
+}
 
-    /// Garbage collection: removes the longest prefix of the log whose records `obsolete` accepts
-    /// (whole segments only, see [`Wal::truncate_before`]); the first record it rejects, and
-    /// everything after it, stays.
-    ///
-    /// The policy is the caller's. Below a stable checkpoint at `h`, normal-case records
-    /// (pre-prepare, prepare, commit, checkpoint) with `seq <= h` are obsolete. View-change and
-    /// new-view records carry the stable checkpoint as their `seq`, so a predicate on `seq`
-    /// alone would drop the latest view change a replica signed; keep those of the current view
-    /// at least. A long-lived record at the front holds everything after it: re-persist it before
-    /// discarding if that matters.
-    pub fn discard_obsolete_prefix(
-        &mut self,
-        obsolete: impl Fn(&RecordSummary) -> bool,
-    ) -> Result<(), WalError> {
-        let cut = self
-            .live
-            .iter()
-            .find(|r| !obsolete(r))
-            .map_or(self.wal.next_index(), |r| r.index);
-        self.wal.truncate_before(cut)?;
-        let first = self.wal.first_index();
-        while self.live.front().is_some_and(|r| r.index < first) {
-            self.live.pop_front();
-        }
-        Ok(())
-    }
+fn encode_snapshot(cut: u64, checkpoint: &DurableCheckpoint) -> Vec<u8> {
+    let body = checkpoint.encode();
+    let mut bytes = Vec::with_capacity(CUT_BYTES + body.len());
+    bytes.extend_from_slice(&cut.to_le_bytes());
+    bytes.extend_from_slice(&body);
+    bytes
+}
+
+fn decode_snapshot(bytes: &[u8]) -> Option<(u64, DurableCheckpoint)> {
+    let (cut, body) = bytes.split_first_chunk::<CUT_BYTES>()?;
+    let checkpoint = DurableCheckpoint::decode(body).ok()?;
+    Some((u64::from_le_bytes(*cut), checkpoint))
 }
 
 impl Storage for WalStorage {
     type Error = WalError;
 
-    fn persist(&mut self, records: &[SignedRecord]) -> Result<(), WalError> {
+    fn persist(&mut self, records: &[Record]) -> Result<(), WalError> {
         let payloads: Vec<Vec<u8>> = records.iter().map(encode_record).collect();
         let refs: Vec<&[u8]> = payloads.iter().map(Vec::as_slice).collect();
-        let first = self.wal.next_index();
-        self.wal.append(&refs)?;
-        self.live.extend(
-            (first..)
-                .zip(records)
-                .map(|(index, record)| RecordSummary::new(index, record)),
-        );
-        Ok(())
+        self.wal.append(&refs)
+    }
+
+    fn save_checkpoint(
+        &mut self,
+        checkpoint: &DurableCheckpoint,
+        newer: usize,
+    ) -> Result<(), WalError> {
+        let cut = self.wal.next_index().saturating_sub(newer as u64);
+        let seq = checkpoint.stable.as_ref().map_or(0, |s| s.seq.0);
+        self.snapshots
+            .save(seq, &encode_snapshot(cut, checkpoint))?;
+        self.wal.truncate_before(cut)
     }
 }

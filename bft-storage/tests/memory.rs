@@ -1,6 +1,6 @@
 //! The in-memory log: a crash loses exactly what was not synced.
 
-use bft_core::{MessageKind, SeqNum, SignedRecord, Storage, View};
+use bft_core::{MessageKind, Record, SeqNum, SignedRecord, Storage, View};
 use bft_storage::MemoryWal;
 use bytes::Bytes;
 
@@ -54,16 +54,18 @@ fn truncate_before_drops_records_below_the_index() {
 
 #[test]
 fn storage_persists_durably_and_reads_back() {
-    let record = |seq: u64| SignedRecord {
-        kind: MessageKind::Commit,
-        view: View(1),
-        seq: SeqNum(seq),
-        digest: bft_core::codec::decode(&[seq as u8; 32]).unwrap(),
-        frame: Bytes::from(vec![seq as u8; 10]),
+    let record = |seq: u64| {
+        Record::Signed(SignedRecord {
+            kind: MessageKind::Commit,
+            view: View(1),
+            seq: SeqNum(seq),
+            digest: bft_core::codec::decode(&[seq as u8; 32]).unwrap(),
+            frame: Bytes::from(vec![seq as u8; 10]),
+        })
     };
     let mut wal = MemoryWal::new();
-    let records: Vec<SignedRecord> = (1..=3).map(record).collect();
+    let records: Vec<Record> = (1..=3).map(record).collect();
     wal.persist(&records).unwrap();
     wal.crash();
-    assert_eq!(wal.signed_records().unwrap(), records);
+    assert_eq!(wal.restored().unwrap().records, records);
 }

@@ -42,14 +42,121 @@ pub struct SignedRecord {
     pub frame: Bytes,
 }
 
+/// What a replica makes durable, in order, before it sends anything that depends on it. On a
+/// restart, [`crate::Replica::recover`] replays these records (after the latest
+/// [`DurableCheckpoint`]) to rebuild what the replica knew and, above all, what it signed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Record {
+    /// A message this replica signed: after a restart it must not sign a conflicting one for the
+    /// same (kind, view, sequence number).
+    Signed(SignedRecord),
+    /// A frame this replica accepted from another replica (a pre-prepare with its batch, a
+    /// prepare, a commit, a NEW-VIEW, a committed batch), or one of its own re-recorded by a
+    /// [`DurableCheckpoint`]. Replayed through the same checks as when it first arrived.
+    Frame(Bytes),
+    /// A prepared certificate: a pre-prepare (with its batch attached if the replica has it) and
+    /// 2f prepares. Only checkpoints write these: they carry certificates of earlier views that a
+    /// later VIEW-CHANGE must include.
+    Prepared {
+        /// The pre-prepare frame.
+        pre_prepare: Bytes,
+        /// The prepare frames.
+        prepares: Vec<Bytes>,
+    },
+    /// A commit certificate: the pre-prepare frame with its batch attached, and 2f+1 commit
+    /// frames. Only checkpoints write these: batches committed above the stable checkpoint.
+    Committed {
+        /// The pre-prepare frame, with the batch attached.
+        pre_prepare: Bytes,
+        /// The commit frames.
+        commits: Vec<Bytes>,
+    },
+}
+
+impl Record {
+    /// The signed record, if this is one.
+    pub fn as_signed(&self) -> Option<&SignedRecord> {
+        match self {
+            Record::Signed(record) => Some(record),
+            _ => None,
+        }
+    }
+
+    /// The bytes this record holds, roughly (for accounting).
+    pub fn len_bytes(&self) -> usize {
+        match self {
+            Record::Signed(record) => record.frame.len(),
+            Record::Frame(frame) => frame.len(),
+            Record::Prepared {
+                pre_prepare,
+                prepares,
+            } => pre_prepare.len() + prepares.iter().map(Bytes::len).sum::<usize>(),
+            Record::Committed {
+                pre_prepare,
+                commits,
+            } => pre_prepare.len() + commits.iter().map(Bytes::len).sum::<usize>(),
+        }
+    }
+}
+
+/// A stable checkpoint's state with its proof: the base a restart recovers from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StableState {
+    /// The checkpoint's sequence number.
+    pub seq: SeqNum,
+    /// The checkpoint state (service snapshot and client table), as certified.
+    pub state: Bytes,
+    /// 2f+1 matching CHECKPOINT frames from distinct replicas.
+    pub proof: Vec<Bytes>,
+}
+
+/// Everything a replica needs to restart from, taken when a checkpoint becomes stable: the stable
+/// state, and records that rebuild what the replica holds above it (its view, the pre-prepares
+/// and votes of its window, prepared and commit certificates). It supersedes every record
+/// persisted before it, so a driver may then drop them (PBFT section 4.3: the log below a stable
+/// checkpoint is garbage).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DurableCheckpoint {
+    /// The stable checkpoint, if one is stable yet.
+    pub stable: Option<StableState>,
+    /// Records to replay after restoring `stable`, in order.
+    pub records: Vec<Record>,
+}
+
+impl DurableCheckpoint {
+    /// Encodes the checkpoint (codec encoding; [`DurableCheckpoint::decode`] reads it back).
+    pub fn encode(&self) -> Vec<u8> {
+        crate::codec::encode(&durable::Encoded::from(self))
+    }
+
+    /// Decodes bytes written by [`DurableCheckpoint::encode`].
+    pub fn decode(bytes: &[u8]) -> Result<DurableCheckpoint, crate::codec::DecodeError> {
+        let encoded: durable::Encoded = crate::codec::decode(bytes)?;
+        Ok(encoded.into())
+    }
+}
+
 /// Where a driver makes records durable. The only way to get a step's frames to send is
 /// [`Actions::persist_then_send`], which persists first.
 pub trait Storage {
     /// Why persisting failed.
     type Error;
 
-    /// Makes `records` durable (for example, written and fsynced) before returning `Ok`.
-    fn persist(&mut self, records: &[SignedRecord]) -> Result<(), Self::Error>;
+    /// Makes `records` durable (for example, written and fsynced) before returning `Ok`, after
+    /// every record persisted before.
+    fn persist(&mut self, records: &[Record]) -> Result<(), Self::Error>;
+
+    /// Makes `checkpoint` durable (for example, written to a file atomically). It supersedes
+    /// every record persisted before the last `newer` ones, which the storage may then discard;
+    /// those `newer` records come after it on recovery. The default keeps nothing (memory).
+    fn save_checkpoint(
+        &mut self,
+        checkpoint: &DurableCheckpoint,
+        newer: usize,
+    ) -> Result<(), Self::Error> {
+        let _ = (checkpoint, newer);
+        Ok(())
+    }
 }
 
 /// A request the replica executed in this step.
@@ -85,8 +192,10 @@ pub struct Rejected {
 #[derive(Debug, Default)]
 #[must_use = "a step's actions must be persisted and sent"]
 pub struct Actions {
-    persist: Vec<SignedRecord>,
+    persist: Vec<Record>,
     send: Vec<Outgoing>,
+    /// A checkpoint to make durable, and how many of `persist` it covers (those before it).
+    checkpoint: Option<(DurableCheckpoint, usize)>,
     /// Requests executed in this step, in order.
     pub executed: Vec<Executed>,
     /// Batches executed in this step, in order: sequence number and batch digest (an empty batch,
@@ -104,20 +213,46 @@ impl Actions {
             to: Destination::OtherReplicas,
             frame: record.frame.clone(),
         });
-        self.persist.push(record);
+        self.persist.push(Record::Signed(record));
     }
 
     pub(crate) fn persist(&mut self, record: SignedRecord) {
-        self.persist.push(record);
+        self.persist.push(Record::Signed(record));
+    }
+
+    /// The number of records to persist so far.
+    pub(crate) fn persisted_len(&self) -> usize {
+        self.persist.len()
+    }
+
+    /// Persists an accepted frame at position `at` (before the records derived from it).
+    pub(crate) fn persist_frame_at(&mut self, at: usize, frame: Bytes) {
+        self.persist
+            .insert(at.min(self.persist.len()), Record::Frame(frame));
     }
 
     pub(crate) fn send(&mut self, outgoing: Outgoing) {
         self.send.push(outgoing);
     }
 
+    /// Sets the checkpoint to make durable after this step's records.
+    pub(crate) fn set_checkpoint(&mut self, checkpoint: DurableCheckpoint) {
+        self.checkpoint = Some((checkpoint, self.persist.len()));
+    }
+
     /// What must be durable before anything is sent.
-    pub fn to_persist(&self) -> &[SignedRecord] {
+    pub fn to_persist(&self) -> &[Record] {
         &self.persist
+    }
+
+    /// The signed records among [`Actions::to_persist`].
+    pub fn signed_records(&self) -> impl Iterator<Item = &SignedRecord> + '_ {
+        self.persist.iter().filter_map(Record::as_signed)
+    }
+
+    /// The checkpoint this step asks to make durable (after its records), if any.
+    pub fn checkpoint(&self) -> Option<&DurableCheckpoint> {
+        self.checkpoint.as_ref().map(|(c, _)| c)
     }
 
     /// Frames waiting to be released by [`Actions::persist_then_send`] (to inspect, not to send).
@@ -125,11 +260,32 @@ impl Actions {
         &self.send
     }
 
-    /// Persists the records in `storage`, then returns the frames to send. If persisting fails
-    /// nothing may be sent: the error is returned and the frames are dropped.
+    /// Appends the actions of a later step, for group commit: a driver steps the replica several
+    /// times, absorbs each step's actions into the first, and persists them all with one
+    /// [`Actions::persist_then_send`]. Order is kept: records, frames and executions of `later`
+    /// come after these; a checkpoint in `later` replaces one here (it covers everything before
+    /// it).
+    pub fn absorb(&mut self, later: Actions) {
+        let offset = self.persist.len();
+        self.persist.extend(later.persist);
+        self.send.extend(later.send);
+        if let Some((checkpoint, covered)) = later.checkpoint {
+            self.checkpoint = Some((checkpoint, offset + covered));
+        }
+        self.executed.extend(later.executed);
+        self.executed_batches.extend(later.executed_batches);
+        self.rejected.extend(later.rejected);
+    }
+
+    /// Persists the records in `storage` (then the checkpoint, if any), then returns the frames
+    /// to send. If persisting fails nothing may be sent: the error is returned and the frames are
+    /// dropped.
     pub fn persist_then_send<S: Storage>(self, storage: &mut S) -> Result<Vec<Outgoing>, S::Error> {
         if !self.persist.is_empty() {
             storage.persist(&self.persist)?;
+        }
+        if let Some((checkpoint, covered)) = &self.checkpoint {
+            storage.save_checkpoint(checkpoint, self.persist.len() - covered)?;
         }
         Ok(self.send)
     }
@@ -139,6 +295,7 @@ impl Actions {
     pub fn is_quiet(&self) -> bool {
         self.persist.is_empty()
             && self.send.is_empty()
+            && self.checkpoint.is_none()
             && self.executed.is_empty()
             && self.executed_batches.is_empty()
     }
@@ -147,14 +304,181 @@ impl Actions {
 /// Storage that keeps records in memory (tests; the durability issue adds a disk log).
 #[derive(Debug, Default, Clone)]
 pub struct MemoryStorage {
-    /// Every record persisted, in order.
-    pub records: Vec<SignedRecord>,
+    /// The latest checkpoint saved.
+    pub checkpoint: Option<DurableCheckpoint>,
+    /// Every record persisted since that checkpoint, in order.
+    pub records: Vec<Record>,
+}
+
+impl MemoryStorage {
+    /// The signed records held.
+    pub fn signed_records(&self) -> impl Iterator<Item = &SignedRecord> + '_ {
+        self.records.iter().filter_map(Record::as_signed)
+    }
 }
 
 impl Storage for MemoryStorage {
     type Error = std::convert::Infallible;
-    fn persist(&mut self, records: &[SignedRecord]) -> Result<(), Self::Error> {
+    fn persist(&mut self, records: &[Record]) -> Result<(), Self::Error> {
         self.records.extend_from_slice(records);
         Ok(())
+    }
+
+    fn save_checkpoint(
+        &mut self,
+        checkpoint: &DurableCheckpoint,
+        newer: usize,
+    ) -> Result<(), Self::Error> {
+        self.checkpoint = Some(checkpoint.clone());
+        let keep = self.records.len() - newer.min(self.records.len());
+        self.records.drain(..keep);
+        Ok(())
+    }
+}
+
+impl Record {
+    /// Encodes the record (codec encoding; [`Record::decode`] reads it back).
+    pub fn encode(&self) -> Vec<u8> {
+        crate::codec::encode(&durable::EncodedRecord::from(self))
+    }
+
+    /// Decodes bytes written by [`Record::encode`].
+    pub fn decode(bytes: &[u8]) -> Result<Record, crate::codec::DecodeError> {
+        let encoded: durable::EncodedRecord = crate::codec::decode(bytes)?;
+        Ok(encoded.into())
+    }
+}
+
+/// The serde shapes of [`Record`] and [`DurableCheckpoint`].
+mod durable {
+    use super::{DurableCheckpoint, Record, SignedRecord, StableState};
+    use crate::ids::{SeqNum, View};
+    use crate::messages::MessageKind;
+    use bft_crypto::Digest;
+    use bytes::Bytes;
+    use serde::{Deserialize, Serialize};
+    use serde_bytes::ByteBuf;
+
+    fn buf(bytes: &Bytes) -> ByteBuf {
+        ByteBuf::from(bytes.to_vec())
+    }
+
+    fn bytes(buf: ByteBuf) -> Bytes {
+        Bytes::from(buf.into_vec())
+    }
+
+    #[derive(Serialize, Deserialize)]
+    pub(super) enum EncodedRecord {
+        Signed {
+            kind: MessageKind,
+            view: View,
+            seq: SeqNum,
+            digest: Digest,
+            frame: ByteBuf,
+        },
+        Frame(ByteBuf),
+        Prepared {
+            pre_prepare: ByteBuf,
+            prepares: Vec<ByteBuf>,
+        },
+        Committed {
+            pre_prepare: ByteBuf,
+            commits: Vec<ByteBuf>,
+        },
+    }
+
+    impl From<&Record> for EncodedRecord {
+        fn from(record: &Record) -> Self {
+            match record {
+                Record::Signed(r) => EncodedRecord::Signed {
+                    kind: r.kind,
+                    view: r.view,
+                    seq: r.seq,
+                    digest: r.digest,
+                    frame: buf(&r.frame),
+                },
+                Record::Frame(frame) => EncodedRecord::Frame(buf(frame)),
+                Record::Prepared {
+                    pre_prepare,
+                    prepares,
+                } => EncodedRecord::Prepared {
+                    pre_prepare: buf(pre_prepare),
+                    prepares: prepares.iter().map(buf).collect(),
+                },
+                Record::Committed {
+                    pre_prepare,
+                    commits,
+                } => EncodedRecord::Committed {
+                    pre_prepare: buf(pre_prepare),
+                    commits: commits.iter().map(buf).collect(),
+                },
+            }
+        }
+    }
+
+    impl From<EncodedRecord> for Record {
+        fn from(record: EncodedRecord) -> Self {
+            match record {
+                EncodedRecord::Signed {
+                    kind,
+                    view,
+                    seq,
+                    digest,
+                    frame,
+                } => Record::Signed(SignedRecord {
+                    kind,
+                    view,
+                    seq,
+                    digest,
+                    frame: bytes(frame),
+                }),
+                EncodedRecord::Frame(frame) => Record::Frame(bytes(frame)),
+                EncodedRecord::Prepared {
+                    pre_prepare,
+                    prepares,
+                } => Record::Prepared {
+                    pre_prepare: bytes(pre_prepare),
+                    prepares: prepares.into_iter().map(bytes).collect(),
+                },
+                EncodedRecord::Committed {
+                    pre_prepare,
+                    commits,
+                } => Record::Committed {
+                    pre_prepare: bytes(pre_prepare),
+                    commits: commits.into_iter().map(bytes).collect(),
+                },
+            }
+        }
+    }
+
+    #[derive(Serialize, Deserialize)]
+    pub(super) struct Encoded {
+        stable: Option<(SeqNum, ByteBuf, Vec<ByteBuf>)>,
+        records: Vec<EncodedRecord>,
+    }
+
+    impl From<&DurableCheckpoint> for Encoded {
+        fn from(checkpoint: &DurableCheckpoint) -> Self {
+            Encoded {
+                stable: checkpoint
+                    .stable
+                    .as_ref()
+                    .map(|s| (s.seq, buf(&s.state), s.proof.iter().map(buf).collect())),
+                records: checkpoint.records.iter().map(EncodedRecord::from).collect(),
+            }
+        }
+    }
+
+    impl From<Encoded> for DurableCheckpoint {
+        fn from(encoded: Encoded) -> Self {
+            DurableCheckpoint {
+                stable: encoded.stable.map(|(seq, state, proof)| StableState {
+                    seq,
+                    state: bytes(state),
+                    proof: proof.into_iter().map(bytes).collect(),
+                }),
+                records: encoded.records.into_iter().map(Record::from).collect(),
+            }
+        }
     }
 }

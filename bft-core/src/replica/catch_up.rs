@@ -193,10 +193,16 @@ impl<S: Service> Replica<S> {
         _actions: &mut Actions,
     ) -> Result<(), Rejection> {
         self.replica_sender(message.sender())?;
+        self.install_committed(message.message())
+    }
+
+    /// Installs a commit certificate's batch in its slot (checked as [`Self::on_committed_batch`]
+    /// describes); recovery replays stored certificates through it too.
+    pub(super) fn install_committed(&mut self, batch: &CommittedBatch) -> Result<(), Rejection> {
         let CommittedBatch {
             pre_prepare,
             commits,
-        } = message.message();
+        } = batch;
         let (view, seq, digest) = (
             pre_prepare.message().view,
             pre_prepare.message().seq,
@@ -257,9 +263,9 @@ impl<S: Service> Replica<S> {
 /// serve peers that missed the batch even after a new view re-issued it.
 #[derive(Debug, Clone)]
 pub(super) struct StoredCommit {
-    pre_prepare: Verified<crate::messages::PrePrepare>,
-    commits: Vec<Verified<crate::messages::Commit>>,
-    batch: Option<crate::messages::Batch>,
+    pub(super) pre_prepare: Verified<crate::messages::PrePrepare>,
+    pub(super) commits: Vec<Verified<crate::messages::Commit>>,
+    pub(super) batch: Option<crate::messages::Batch>,
 }
 
 impl<S: Service> Replica<S> {

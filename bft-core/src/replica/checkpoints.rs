@@ -261,6 +261,7 @@ impl<S: Service> Replica<S> {
         }
         self.stable = Some(certificate);
         self.stable_at = self.now;
+        self.checkpoint_due = true;
         self.metrics.checkpoints_stable += 1;
     }
 

@@ -18,6 +18,7 @@ mod execution;
 mod log;
 mod new_view;
 mod normal_case;
+mod recovery;
 mod rejection;
 mod requests;
 mod retransmit;
@@ -25,9 +26,11 @@ mod state_transfer;
 mod view_change;
 
 pub use actions::{
-    Actions, Destination, Executed, MemoryStorage, Outgoing, Rejected, SignedRecord, Storage,
+    Actions, Destination, DurableCheckpoint, Executed, MemoryStorage, Outgoing, Record, Rejected,
+    SignedRecord, StableState, Storage,
 };
 pub use checkpoints::StableCertificate;
+pub use recovery::{RecoveryError, RecoveryReport};
 pub use rejection::Rejection;
 pub use view_change::Phase;
 
@@ -35,7 +38,7 @@ use crate::codec::{FrameRef, Header};
 use crate::config::{ClusterConfig, ConfigError};
 use crate::ids::ClientId;
 use crate::ids::{Principal, ReplicaId, SeqNum, Time, View};
-use crate::messages::WireMessage;
+use crate::messages::{MessageKind, WireMessage};
 use crate::service::Service;
 use crate::verify::{Verified, VerifiedMessage};
 use bft_crypto::{Digest, KeyPair, sha256};
@@ -199,6 +202,8 @@ pub struct Replica<S: Service> {
     checkpoint_resend_at: Option<Time>,
     /// When the current stable checkpoint became stable here.
     stable_at: Time,
+    /// A checkpoint became stable in this step: the step's actions carry a [`DurableCheckpoint`].
+    checkpoint_due: bool,
     /// Normal-case messages for views not entered yet, per sender.
     future: BTreeMap<ReplicaId, VecDeque<VerifiedMessage>>,
     metrics: Metrics,
@@ -255,6 +260,7 @@ impl<S: Service> Replica<S> {
             proof_sent: BTreeMap::new(),
             checkpoint_resend_at: None,
             stable_at: Time::ZERO,
+            checkpoint_due: false,
             future: BTreeMap::new(),
             metrics: Metrics::default(),
             now: Time::ZERO,
@@ -280,17 +286,25 @@ impl<S: Service> Replica<S> {
                 self.resend_checkpoint(&mut actions);
             }
         }
-        self.propose_batches(&mut actions);
-        self.execute_committed(&mut actions);
-        // Execution may be stuck below a certified checkpoint (fetch its state) or behind a gap
-        // (fetch the committed batches).
-        self.act_on_certificates(&mut actions);
-        self.continue_catch_up(&mut actions);
-        // Execution frees room in the pipeline: propose again.
-        self.propose_batches(&mut actions);
+        self.finish_step(&mut actions);
+        if std::mem::take(&mut self.checkpoint_due) {
+            actions.set_checkpoint(self.durable_checkpoint());
+        }
         #[cfg(debug_assertions)]
         self.check_invariants();
         actions
+    }
+
+    /// What every step does after its input: propose, execute, and act on what execution left.
+    fn finish_step(&mut self, actions: &mut Actions) {
+        self.propose_batches(actions);
+        self.execute_committed(actions);
+        // Execution may be stuck below a certified checkpoint (fetch its state) or behind a gap
+        // (fetch the committed batches).
+        self.act_on_certificates(actions);
+        self.continue_catch_up(actions);
+        // Execution frees room in the pipeline: propose again.
+        self.propose_batches(actions);
     }
 
     /// The next time the replica needs a [`Input::Tick`], if any: the view-change timers, the
@@ -368,6 +382,19 @@ impl<S: Service> Replica<S> {
         let ahead = view.is_some_and(|v| {
             v > self.view || (v == self.view && self.phase == Phase::ViewChanging)
         });
+        // Accepted messages that shape the log are persisted, to be replayed after a restart.
+        let durable = !ahead
+            && matches!(
+                kind,
+                MessageKind::PrePrepare
+                    | MessageKind::Prepare
+                    | MessageKind::Commit
+                    | MessageKind::NewView
+                    | MessageKind::CommittedBatch
+            );
+        let frame = durable.then(|| message.frame().clone());
+        // The accepted frame goes before what the step derives from it (a prepare, a commit).
+        let mark = actions.persisted_len();
         let result = match message {
             message if ahead => match from {
                 Principal::Replica(sender) if sender != self.id => {
@@ -391,9 +418,16 @@ impl<S: Service> Replica<S> {
             VerifiedMessage::ViewChange(m) => self.on_view_change(m, actions),
             VerifiedMessage::NewView(m) => self.on_new_view(m, actions),
         };
-        if let Err(reason) = result {
-            *self.metrics.rejected.entry(reason.label()).or_default() += 1;
-            actions.rejected.push(Rejected { from, kind, reason });
+        match result {
+            Ok(()) => {
+                if let Some(frame) = frame {
+                    actions.persist_frame_at(mark, frame);
+                }
+            }
+            Err(reason) => {
+                *self.metrics.rejected.entry(reason.label()).or_default() += 1;
+                actions.rejected.push(Rejected { from, kind, reason });
+            }
         }
     }
 

@@ -260,7 +260,7 @@ impl<S: Service> Replica<S> {
 
     /// Moves a slot forward: once prepared, multicast a commit; once committed-local, mark it
     /// for execution (execution happens in sequence order after the step's input).
-    fn advance(&mut self, seq: SeqNum, actions: &mut Actions) {
+    pub(super) fn advance(&mut self, seq: SeqNum, actions: &mut Actions) {
         let f = self.config.f;
         let view = self.view;
         let Some(slot) = self.log.get_mut(seq) else {

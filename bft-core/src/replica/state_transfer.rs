@@ -323,20 +323,41 @@ impl<S: Service> Replica<S> {
 
     /// Restores a fetched, digest-checked checkpoint state and makes it the stable checkpoint.
     fn install_state(&mut self, target: StableCertificate, state: Bytes, actions: &mut Actions) {
-        let decoded: Result<CheckpointState, _> = codec::decode(&state);
-        let restored = decoded.map_err(|e| e.to_string()).and_then(|decoded| {
-            self.service
-                .restore(&decoded.service)
-                .map_err(|e| e.to_string())?;
-            Ok(decoded)
-        });
-        let Ok(decoded) = restored else {
+        if self.restore_checkpoint_state(target.seq, &state).is_err() {
             // The state matched a digest that 2f+1 replicas signed, so at least one correct
             // replica produced it: this replica's service cannot read its own kind of snapshot.
             self.metrics.state_restore_failures += 1;
             return;
-        };
-        debug_assert_eq!(decoded.seq, target.seq);
+        }
+        let chunk_bytes = self.config.limits.state_chunk_bytes;
+        self.own_checkpoints.insert(
+            target.seq,
+            StoredCheckpoint::new(target.seq, state, chunk_bytes),
+        );
+        self.last_executed = target.seq;
+        self.metrics.state_transfers_completed += 1;
+        self.make_stable(target);
+        self.catch_up = None;
+        self.start_catch_up(actions);
+    }
+
+    /// Replaces the service state and the client table with checkpoint state `state` of `seq`;
+    /// on error nothing changed.
+    pub(super) fn restore_checkpoint_state(
+        &mut self,
+        seq: SeqNum,
+        state: &[u8],
+    ) -> Result<(), String> {
+        let decoded: CheckpointState = codec::decode(state).map_err(|e| e.to_string())?;
+        if decoded.seq != seq {
+            return Err(format!(
+                "the state is of sequence number {}, not {seq}",
+                decoded.seq
+            ));
+        }
+        self.service
+            .restore(&decoded.service)
+            .map_err(|e| e.to_string())?;
         self.clients.records = decoded
             .clients
             .into_iter()
@@ -350,16 +371,7 @@ impl<S: Service> Replica<S> {
                 (client, record)
             })
             .collect();
-        let chunk_bytes = self.config.limits.state_chunk_bytes;
-        self.own_checkpoints.insert(
-            target.seq,
-            StoredCheckpoint::new(target.seq, state, chunk_bytes),
-        );
-        self.last_executed = target.seq;
-        self.metrics.state_transfers_completed += 1;
-        self.make_stable(target);
-        self.catch_up = None;
-        self.start_catch_up(actions);
+        Ok(())
     }
 
     /// Sends the CHECKPOINT messages that prove this replica's stable checkpoint to a replica that

@@ -271,17 +271,8 @@ impl<S: Service> Replica<S> {
             return Err(Rejection::Duplicate);
         }
         self.view_changes.insert(sender, message);
-        // f+1 replicas ask for higher views: join the smallest view at least f+1 of them reached.
-        let mut higher: Vec<View> = self
-            .view_changes
-            .iter()
-            .filter(|(r, vc)| **r != self.id && vc.message().new_view > self.view)
-            .map(|(_, vc)| vc.message().new_view)
-            .collect();
-        if higher.len() > self.config.f {
-            higher.sort_unstable_by(|a, b| b.cmp(a));
-            let target = higher[self.config.f];
-            self.start_view_change(target, actions);
+        // f+1 replicas are beyond this view: join the smallest view at least f+1 of them reached.
+        if self.rejoin_if_left_behind(actions) {
             return Ok(());
         }
         self.after_view_change_votes(actions);
@@ -370,6 +361,16 @@ impl<S: Service> Replica<S> {
         actions: &mut Actions,
     ) -> Result<(), Rejection> {
         self.replica_sender(message.sender())?;
+        self.accept_new_view(message, actions)
+    }
+
+    /// Checks a NEW-VIEW (as [`Self::on_new_view`] describes, whoever sent it) and enters its
+    /// view; recovery replays this replica's own NEW-VIEW through it too.
+    pub(super) fn accept_new_view(
+        &mut self,
+        message: Verified<NewView>,
+        actions: &mut Actions,
+    ) -> Result<(), Rejection> {
         let new_view = message.message();
         let view = new_view.view;
         let primary = view.primary(self.config.n());
@@ -537,24 +538,42 @@ impl<S: Service> Replica<S> {
     }
 
     /// A replica that missed a view change (it was cut off while the others moved on, or it waits
-    /// for a NEW-VIEW the others gave up on) learns of it from buffered normal-case messages: once
-    /// f+1 replicas sent messages for views above its own (or above the one it is changing to),
-    /// it moves to the smallest such view at least f+1 of them reached and sends a VIEW-CHANGE,
-    /// which the primary of that view answers with its NEW-VIEW. f Byzantine replicas alone
-    /// cannot trigger this.
-    pub(super) fn rejoin_if_left_behind(&mut self, actions: &mut Actions) {
-        let mut highest: Vec<View> = self
-            .future
-            .values()
-            .filter_map(|queue| queue.iter().filter_map(message_view).max())
+    /// for a NEW-VIEW the others gave up on) learns of it from what other replicas send: a
+    /// VIEW-CHANGE for a view above its own (TOCS 2002 section 4.5.2), or a buffered normal-case
+    /// message of such a view. Once f+1 replicas are seen beyond its view, by either kind of
+    /// message, at least one of them is correct: it moves to the smallest view at least f+1 of
+    /// them reached and sends a VIEW-CHANGE, which the primary of that view answers with its
+    /// NEW-VIEW. f Byzantine replicas alone cannot trigger this. Counting both kinds together
+    /// matters: a replica can be left waiting for a view whose primary is itself while one peer
+    /// runs a later view and another asks for a later one still, and neither kind alone reaches
+    /// f+1.
+    ///
+    /// Returns whether the replica moved.
+    pub(super) fn rejoin_if_left_behind(&mut self, actions: &mut Actions) -> bool {
+        let mut seen: BTreeMap<ReplicaId, View> = BTreeMap::new();
+        for (sender, queue) in &self.future {
+            if let Some(view) = queue.iter().filter_map(message_view).max() {
+                seen.insert(*sender, view);
+            }
+        }
+        for (sender, vc) in &self.view_changes {
+            if *sender != self.id {
+                let view = seen.entry(*sender).or_insert(vc.message().new_view);
+                *view = (*view).max(vc.message().new_view);
+            }
+        }
+        let mut higher: Vec<View> = seen
+            .into_values()
             .filter(|view| *view > self.view)
             .collect();
-        if highest.len() > self.config.f {
-            highest.sort_unstable_by(|a, b| b.cmp(a));
-            let target = highest[self.config.f];
-            self.metrics.rejoins += 1;
-            self.start_view_change(target, actions);
+        if higher.len() <= self.config.f {
+            return false;
         }
+        higher.sort_unstable_by(|a, b| b.cmp(a));
+        let target = higher[self.config.f];
+        self.metrics.rejoins += 1;
+        self.start_view_change(target, actions);
+        true
     }
 
     fn replay_future_messages(&mut self, actions: &mut Actions) {

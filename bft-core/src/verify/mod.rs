@@ -149,35 +149,35 @@ impl VerifiedMessage {
         each_variant!(self, m => m.frame())
     }
 
-    fn into_pre_prepare(self) -> Option<Verified<PrePrepare>> {
+    pub(crate) fn into_pre_prepare(self) -> Option<Verified<PrePrepare>> {
         match self {
             VerifiedMessage::PrePrepare(m) => Some(m),
             _ => None,
         }
     }
 
-    fn into_prepare(self) -> Option<Verified<Prepare>> {
+    pub(crate) fn into_prepare(self) -> Option<Verified<Prepare>> {
         match self {
             VerifiedMessage::Prepare(m) => Some(m),
             _ => None,
         }
     }
 
-    fn into_commit(self) -> Option<Verified<Commit>> {
+    pub(crate) fn into_commit(self) -> Option<Verified<Commit>> {
         match self {
             VerifiedMessage::Commit(m) => Some(m),
             _ => None,
         }
     }
 
-    fn into_checkpoint(self) -> Option<Verified<Checkpoint>> {
+    pub(crate) fn into_checkpoint(self) -> Option<Verified<Checkpoint>> {
         match self {
             VerifiedMessage::Checkpoint(m) => Some(m),
             _ => None,
         }
     }
 
-    fn into_view_change(self) -> Option<Verified<ViewChange>> {
+    pub(crate) fn into_view_change(self) -> Option<Verified<ViewChange>> {
         match self {
             VerifiedMessage::ViewChange(m) => Some(m),
             _ => None,

@@ -20,6 +20,27 @@ pub struct TestCluster {
     pub addresses: Vec<SocketAddr>,
     pub replicas: Vec<Option<ReplicaHandle>>,
     pub options: TransportOptions,
+    /// With a data directory per replica under it, replicas keep their state on disk and
+    /// restart from it; without, they keep it in memory and restart empty.
+    pub data_root: Option<std::path::PathBuf>,
+    /// A replica whose storage fails after this many successful persists (a full disk).
+    pub failing_storage: Option<(u32, usize)>,
+}
+
+/// Storage that fails like a full disk after `remaining` successful persists.
+pub struct FailingStorage {
+    pub remaining: usize,
+}
+
+impl bft_core::Storage for FailingStorage {
+    type Error = String;
+    fn persist(&mut self, _records: &[bft_core::Record]) -> Result<(), String> {
+        if self.remaining == 0 {
+            return Err("disk full while appending to wal-00000000000000000000.log".into());
+        }
+        self.remaining -= 1;
+        Ok(())
+    }
 }
 
 /// Logs to the test's output when `RUST_LOG` is set (for example `RUST_LOG=bft_net=debug`).
@@ -33,6 +54,25 @@ pub fn init_logs() {
 impl TestCluster {
     /// Starts 3f+1 replicas (with `clients` admitted client ids) on loopback ports.
     pub fn start(f: usize, clients: u64, options: TransportOptions) -> TestCluster {
+        TestCluster::start_with(f, clients, options, None)
+    }
+
+    /// Starts 3f+1 replicas that keep their state in data directories under `data_root`.
+    pub fn start_durable(
+        f: usize,
+        clients: u64,
+        options: TransportOptions,
+        data_root: &std::path::Path,
+    ) -> TestCluster {
+        TestCluster::start_with(f, clients, options, Some(data_root.to_path_buf()))
+    }
+
+    fn start_with(
+        f: usize,
+        clients: u64,
+        options: TransportOptions,
+        data_root: Option<std::path::PathBuf>,
+    ) -> TestCluster {
         init_logs();
         let config = Arc::new(config(f, clients));
         let sockets: Vec<UdpSocket> = (0..config.n())
@@ -44,6 +84,8 @@ impl TestCluster {
             addresses,
             replicas: Vec::new(),
             options,
+            data_root,
+            failing_storage: None,
         };
         for (i, socket) in sockets.into_iter().enumerate() {
             let handle = cluster.spawn(ReplicaId(i as u32), socket);
@@ -62,6 +104,32 @@ impl TestCluster {
             self.options.clone(),
         )
         .expect("transport starts");
+        let verifier = Verifier::new(self.config.clone()).expect("valid config");
+        if let Some((failing, remaining)) = self.failing_storage
+            && failing == id.0
+        {
+            let replica = Replica::new(
+                self.config.clone(),
+                id,
+                replica_key(id.0),
+                LogService::default(),
+            )
+            .expect("valid replica");
+            let storage = FailingStorage { remaining };
+            return spawn_replica(replica, storage, transport, inbound, verifier);
+        }
+        if let Some(root) = &self.data_root {
+            let (replica, storage, _) = bft_net::recover_replica(
+                self.config.clone(),
+                id,
+                replica_key(id.0),
+                LogService::default(),
+                &root.join(format!("replica-{}", id.0)),
+                Default::default(),
+            )
+            .expect("the replica recovers from its data directory");
+            return spawn_replica(replica, storage, transport, inbound, verifier);
+        }
         let replica = Replica::new(
             self.config.clone(),
             id,
@@ -69,7 +137,6 @@ impl TestCluster {
             LogService::default(),
         )
         .expect("valid replica");
-        let verifier = Verifier::new(self.config.clone()).expect("valid config");
         spawn_replica(
             replica,
             MemoryStorage::default(),
@@ -85,7 +152,8 @@ impl TestCluster {
         handle.shutdown().await.expect("stopped cleanly");
     }
 
-    /// Starts replica `id` again, empty, on its old address.
+    /// Starts replica `id` again on its old address (from its data directory if it has one,
+    /// empty otherwise).
     pub async fn restart(&mut self, id: u32) {
         // The old endpoint releases its socket once its connections are closed: wait for that.
         let addr = self.addresses[id as usize];

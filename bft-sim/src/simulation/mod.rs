@@ -4,6 +4,7 @@
 //! `Verifier`. The same seed gives the same run, bit for bit (checked by hashing every event).
 
 mod clients;
+mod durability;
 mod routing;
 
 use crate::byzantine::{Adversary, Attack};
@@ -12,14 +13,15 @@ use crate::kv::KvService;
 use crate::linearizability::{self, CheckError, Operation};
 use crate::network::{Endpoint, Network};
 use crate::rng::{SimRng, chance, exponential};
-use crate::scenario::{Canary, Fault, Scenario};
+use crate::scenario::{Canary, CrashPoint, Fault, Scenario};
 use crate::trace::Trace;
 use bft_core::testkit::{client_key, replica_key};
 use bft_core::{
-    Client, ClientId, ClientInput, ClusterConfig, Input, Replica, ReplicaId, SignedRecord, Storage,
-    Time, VerifiedMessage, Verifier, VerifyError,
+    Client, ClientId, ClientInput, ClusterConfig, Input, Record, Replica, ReplicaId, SeqNum,
+    Storage, Time, VerifiedMessage, Verifier, VerifyError,
 };
 use bft_crypto::Digest;
+use bft_storage::MemoryWal;
 use bytes::Bytes;
 use rand::SeedableRng;
 use std::cmp::Reverse;
@@ -98,6 +100,7 @@ enum Event {
     EpisodeStart(usize),
     EpisodeEnd(usize),
     Crash(ReplicaId),
+    DurableCrash(usize),
     Restart(ReplicaId),
     Heal,
     ByzantineClient,
@@ -143,6 +146,12 @@ struct ReplicaNode {
     /// Correct replicas are checked; faulty ones (at most f) are not.
     correct: bool,
     byzantine: Option<Byzantine>,
+    /// A correct replica's durable storage (faulty ones persist nowhere).
+    storage: Option<MemoryWal>,
+    /// A crash that strikes at this replica's next step.
+    armed: Option<CrashPoint>,
+    /// The highest batch executed in a step whose records were made durable.
+    durable_executed: SeqNum,
 }
 
 struct ClientNode {
@@ -161,12 +170,12 @@ struct ByzantineClient {
     sent: Vec<Bytes>,
 }
 
-/// Storage that drops records (the simulator checks them instead; durability is separate work).
+/// Storage of faulty replicas: drops records.
 struct Discard;
 
 impl Storage for Discard {
     type Error = std::convert::Infallible;
-    fn persist(&mut self, _records: &[SignedRecord]) -> Result<(), Self::Error> {
+    fn persist(&mut self, _records: &[Record]) -> Result<(), Self::Error> {
         Ok(())
     }
 }
@@ -251,6 +260,9 @@ impl Simulation {
                     instances: (0..copies).map(|_| new_replica(&config, id)).collect(),
                     correct: fault.is_none(),
                     byzantine: byzantine.map(|(_, b)| b),
+                    storage: fault.is_none().then(MemoryWal::new),
+                    armed: None,
+                    durable_executed: SeqNum(0),
                 }
             })
             .collect();
@@ -335,6 +347,7 @@ impl Simulation {
             self.schedule(start + at, Event::Crash(id));
             self.schedule(start + at + down, Event::Restart(id));
         }
+        self.schedule_durable_crashes();
         if self.byzantine_client.is_some() {
             let first = exponential(&mut self.rng, Duration::from_millis(200));
             self.schedule(start + first, Event::ByzantineClient);
@@ -480,20 +493,10 @@ impl Simulation {
                     self.trace.note(self.now, &format!("replica {id} crashes"));
                 }
             }
+            Event::DurableCrash(index) => self.durable_crash(index),
             Event::Restart(id) => self.restart(id),
             Event::Heal => self.heal(),
             Event::ByzantineClient => self.byzantine_client_acts(),
-        }
-    }
-
-    fn restart(&mut self, id: ReplicaId) {
-        let node = &mut self.replicas[id.0 as usize];
-        if node.instances.is_empty() {
-            node.instances.push(new_replica(&self.config, id));
-            self.checker.restarted(id);
-            self.count("restart");
-            self.trace
-                .note(self.now, &format!("replica {id} restarts empty"));
         }
     }
 
@@ -504,6 +507,8 @@ impl Simulation {
         self.network.heal_all();
         self.trace.note(self.now, "faults heal: liveness phase");
         for index in 0..self.replicas.len() {
+            // A crash armed for a replica's next step belongs to the safety phase.
+            self.replicas[index].armed = None;
             self.restart(ReplicaId(index as u32));
         }
         let now = self.now;

@@ -67,13 +67,15 @@ impl Simulation {
         let node = &mut self.replicas[id.0 as usize];
         let replica = &mut node.instances[instance];
         let actions = replica.step(now, input);
-        if node.correct {
-            self.checker.on_signed(now, id, actions.to_persist());
+        let sends = if node.correct {
             self.checker
                 .on_executed(now, id, &actions.executed_batches, &actions.executed);
             self.checker.on_status(now, &replica.status());
-        }
-        let Ok(sends) = actions.persist_then_send(&mut Discard);
+            self.persist_step(id, actions)
+        } else {
+            let Ok(sends) = actions.persist_then_send(&mut Discard);
+            sends
+        };
         self.route_replica(id, sends);
     }
 

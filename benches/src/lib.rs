@@ -1,0 +1,13 @@
+//! The cluster harness: an n = 3f+1 cluster of real replicas over QUIC on loopback, in this
+//! process, driven by closed-loop clients for a fixed time; throughput and latency measured.
+//!
+//! Storage is chosen per run ([`StorageMode`]): in memory, or durable (each replica's disk log
+//! and snapshots in its own data directory, fsynced before anything is sent, with group commit).
+#![forbid(unsafe_code)]
+
+pub mod cluster;
+pub mod load;
+pub mod service;
+
+pub use cluster::{BenchCluster, ClusterSpec, StorageMode};
+pub use load::{LoadReport, LoadSpec, run_load};
