@@ -2,21 +2,26 @@
 //! are verified before they reach it, in batches, on blocking threads, in parallel.
 //!
 //! ```text
-//! transport ──Inbound──► verification stage ──Verified──► driver task ──► persist ──► transport
+//! transport ──Inbound──► verification stage ──Verified──► driver task ──► persistence ──► transport
+//!                                                                          thread
 //!                        (batches of up to 256,          (step, timers from
 //!                         chunks on blocking threads)      poll_timeout)
 //! ```
 //!
 //! Group commit: after each input, the driver task also steps every verified message already
-//! queued (up to 256 steps), absorbs their actions into one, and persists them with one
-//! `persist_then_send` (one fsync with a disk log) before sending any of their frames. Order is
-//! kept: records and frames go out in step order, and nothing is sent before it is durable.
+//! queued (up to 256 steps) and absorbs their actions into one group. Groups go to the
+//! persistence thread (`persister.rs`), which takes every group queued while it was busy,
+//! persists them with one `persist_then_send` (one fsync with a disk log), then sends their
+//! frames. The driver keeps stepping meanwhile. Order is kept: records and frames go out in step
+//! order, and nothing is sent before it is durable.
 
+use crate::persister::Persister;
 use crate::transport::{Inbound, Transport};
 use bft_core::{
-    Destination, Input, Metrics, Principal, Replica, Service, Status, Storage, Time,
-    VerifiedMessage, Verifier,
+    Input, Metrics, Principal, Replica, SeqNum, Service, Status, Storage, Time, VerifiedMessage,
+    Verifier,
 };
+use bft_crypto::Digest;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
@@ -32,16 +37,86 @@ const VERIFY_CHUNK: usize = 32;
 const VERIFIED_QUEUE: usize = 4096;
 /// Steps whose actions are persisted together (group commit), at most.
 const GROUP_COMMIT_STEPS: usize = 256;
-/// How often the published status is refreshed, at most.
+/// How often the published status is refreshed under load, at most.
 const STATUS_INTERVAL: Duration = Duration::from_millis(5);
+/// How often the service digest in the published status is recomputed under load, at most.
+pub const DIGEST_INTERVAL: Duration = Duration::from_millis(500);
 
 /// What a running replica reports (refreshed every few milliseconds).
 #[derive(Debug, Clone)]
 pub struct Snapshot {
-    /// The replica's status.
+    /// The replica's status. Its `service_digest` digests the whole service state, so under load
+    /// it is recomputed only every [`DIGEST_INTERVAL`] and whenever the replica is idle: it is
+    /// the digest as of [`Snapshot::service_digest_at`].
     pub status: Status,
     /// Its counters.
     pub metrics: Metrics,
+    /// The last batch executed when `status.service_digest` was computed. Compare digests of
+    /// replicas only where this equals `status.last_executed`.
+    pub service_digest_at: SeqNum,
+}
+
+impl Snapshot {
+    /// Whether `status.service_digest` is the digest of the current state.
+    pub fn digest_is_current(&self) -> bool {
+        self.service_digest_at == self.status.last_executed
+    }
+}
+
+/// Publishes snapshots: at most every [`STATUS_INTERVAL`] under load (reusing a digest up to
+/// [`DIGEST_INTERVAL`] old), and with a fresh digest once the replica has been idle for
+/// [`STATUS_INTERVAL`].
+struct Publisher {
+    published: Instant,
+    digest: Digest,
+    digest_at: SeqNum,
+    digest_computed: Instant,
+    /// Steps ran since the last publication (or since the last fresh digest).
+    dirty: bool,
+    /// When the last steps ran.
+    last_step: Instant,
+}
+
+impl Publisher {
+    fn new<S: Service>(replica: &Replica<S>) -> Publisher {
+        Publisher {
+            published: Instant::now(),
+            digest: replica.service().state_digest(),
+            digest_at: replica
+                .status_with_service_digest(Digest::ZERO)
+                .last_executed,
+            digest_computed: Instant::now(),
+            dirty: false,
+            last_step: Instant::now(),
+        }
+    }
+
+    /// When to publish next if no step comes first.
+    fn next_publication(&self) -> Instant {
+        self.published.max(self.last_step) + STATUS_INTERVAL
+    }
+
+    fn publish<S: Service>(
+        &mut self,
+        replica: &Replica<S>,
+        snapshots: &watch::Sender<Snapshot>,
+        fresh_digest: bool,
+    ) {
+        let mut status = replica.status_with_service_digest(self.digest);
+        if fresh_digest || self.digest_computed.elapsed() >= DIGEST_INTERVAL {
+            self.digest = replica.service().state_digest();
+            self.digest_at = status.last_executed;
+            self.digest_computed = Instant::now();
+            status.service_digest = self.digest;
+        }
+        snapshots.send_replace(Snapshot {
+            status,
+            metrics: replica.metrics().clone(),
+            service_digest_at: self.digest_at,
+        });
+        self.published = Instant::now();
+        self.dirty = false;
+    }
 }
 
 /// Why a replica driver stopped on its own.
@@ -91,7 +166,7 @@ impl ReplicaHandle {
 /// receiver [`Transport::replica`] returned.
 pub fn spawn_replica<S, St>(
     replica: Replica<S>,
-    mut storage: St,
+    storage: St,
     transport: Transport,
     inbound: mpsc::Receiver<Inbound>,
     verifier: Verifier,
@@ -112,6 +187,7 @@ where
     let initial = Snapshot {
         status: replica.status(),
         metrics: replica.metrics().clone(),
+        service_digest_at: replica.status().last_executed,
     };
     let (snapshots_tx, snapshots) = watch::channel(initial);
     let (stop, mut stopped) = watch::channel(false);
@@ -121,7 +197,8 @@ where
         let start = Instant::now();
         let now =
             || Time::from_nanos(u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX));
-        let mut published = Instant::now();
+        let mut publisher = Publisher::new(&replica);
+        let persister = Persister::start(storage, sender, replica.id(), n);
         info!(replica = %replica.id(), "replica running");
         loop {
             let deadline = replica
@@ -135,6 +212,13 @@ where
                     None => break,
                 },
                 _ = sleep_until(deadline) => Input::Tick,
+                // Publish what the last steps changed; once idle for a while, with a fresh digest.
+                _ = sleep_until(Some(publisher.next_publication())), if publisher.dirty => {
+                    let idle = publisher.last_step.elapsed() >= STATUS_INTERVAL;
+                    publisher.publish(&replica, &snapshots_tx, idle);
+                    publisher.dirty = !idle;
+                    continue;
+                }
             };
             let mut actions = replica.step(now(), input);
             // Group commit: step whatever else is ready, then persist all of it with one call
@@ -150,39 +234,20 @@ where
                 };
                 actions.absorb(replica.step(now(), input));
             }
-            let outgoing = match actions.persist_then_send(&mut storage) {
-                Ok(outgoing) => outgoing,
-                Err(e) => {
-                    let message = e.to_string();
-                    error!(replica = %replica.id(), error = %message, "storage failed: stopping");
-                    return Err(DriverError::Storage(message));
-                }
-            };
-            for out in outgoing {
-                match out.to {
-                    Destination::Replica(r) => sender.send(Principal::Replica(r), out.frame),
-                    Destination::Client(c) => sender.send(Principal::Client(c), out.frame),
-                    Destination::OtherReplicas => {
-                        for r in (0..n).map(bft_core::ReplicaId) {
-                            if r != replica.id() {
-                                sender.send(Principal::Replica(r), out.frame.clone());
-                            }
-                        }
-                    }
-                }
+            if !actions.is_quiet() && persister.submit(actions).await.is_err() {
+                break;
             }
-            if published.elapsed() >= STATUS_INTERVAL || verified.is_empty() {
-                published = Instant::now();
-                snapshots_tx.send_replace(Snapshot {
-                    status: replica.status(),
-                    metrics: replica.metrics().clone(),
-                });
+            publisher.dirty = true;
+            publisher.last_step = Instant::now();
+            if publisher.published.elapsed() >= STATUS_INTERVAL {
+                publisher.publish(&replica, &snapshots_tx, false);
             }
         }
-        snapshots_tx.send_replace(Snapshot {
-            status: replica.status(),
-            metrics: replica.metrics().clone(),
-        });
+        publisher.publish(&replica, &snapshots_tx, true);
+        if let Err(message) = persister.finish().await {
+            error!(replica = %replica.id(), error = %message, "storage failed: stopping");
+            return Err(DriverError::Storage(message));
+        }
         info!(replica = %replica.id(), "replica stopped");
         Ok(())
     });

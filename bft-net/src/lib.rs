@@ -18,6 +18,7 @@ pub mod durable;
 pub mod framing;
 pub mod identity;
 pub mod node;
+mod persister;
 pub mod transport;
 
 pub use client::{AsyncClient, ClientOptions, ConnectError, InvokeError};

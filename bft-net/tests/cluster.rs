@@ -19,9 +19,7 @@ async fn four_replicas_order_thousands_of_operations_from_concurrent_clients() {
     for id in 0..4 {
         cluster.wait_executed(id, 2400).await;
     }
-    let digests: Vec<_> = (0..4)
-        .map(|id| cluster.snapshot(id).status.service_digest)
-        .collect();
+    let digests = cluster.settled_digests().await;
     assert!(
         digests.windows(2).all(|w| w[0] == w[1]),
         "replicas diverged"

@@ -46,21 +46,7 @@ async fn all_replicas_restart_from_disk_with_every_acknowledged_operation() {
     assert_eq!(position(&reply), 601);
     run_load(std::slice::from_ref(&client), 1, 50, "after").await;
     // Every replica reaches the same point, with the same state.
-    let target = (0..4)
-        .map(|id| cluster.snapshot(id).status.last_executed)
-        .max()
-        .expect("four replicas");
-    for id in 0..4 {
-        assert!(
-            cluster
-                .wait_for(id, |s| s.status.last_executed >= target)
-                .await,
-            "replica {id} did not reach {target:?}"
-        );
-    }
-    let digests: Vec<_> = (0..4)
-        .map(|id| cluster.snapshot(id).status.service_digest)
-        .collect();
+    let digests = cluster.settled_digests().await;
     assert!(
         digests.windows(2).all(|w| w[0] == w[1]),
         "replicas diverged"

@@ -349,6 +349,13 @@ impl<S: Service> Replica<S> {
 
     /// A summary of what the replica holds.
     pub fn status(&self) -> Status {
+        self.status_with_service_digest(self.service.state_digest())
+    }
+
+    /// [`Replica::status`] with `service_digest` given instead of computed: computing it digests
+    /// the whole service state, too costly for a driver to do after every step. A driver passes
+    /// the digest it last computed (and says when it computed it).
+    pub fn status_with_service_digest(&self, service_digest: Digest) -> Status {
         let slots = || self.log.slots().map(|(_, slot)| slot);
         Status {
             id: self.id,
@@ -369,7 +376,7 @@ impl<S: Service> Replica<S> {
             view_changes_held: self.view_changes.len(),
             prepared_certificates_held: self.prepared.len(),
             future_messages_held: self.future.values().map(VecDeque::len).sum(),
-            service_digest: self.service.state_digest(),
+            service_digest,
         }
     }
 

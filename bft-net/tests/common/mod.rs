@@ -225,6 +225,34 @@ impl TestCluster {
         );
     }
 
+    /// Waits until every running replica has executed as far as the furthest one and published
+    /// the digest of that state; returns the digests, by replica.
+    pub async fn settled_digests(&self) -> Vec<bft_crypto::Digest> {
+        let running: Vec<u32> = (0..self.replicas.len() as u32)
+            .filter(|id| self.replicas[*id as usize].is_some())
+            .collect();
+        let target = running
+            .iter()
+            .map(|id| self.snapshot(*id).status.last_executed)
+            .max()
+            .expect("a running replica");
+        let mut digests = Vec::new();
+        for id in running {
+            let settled = self
+                .wait_for(id, |s| {
+                    s.status.last_executed >= target && s.digest_is_current()
+                })
+                .await;
+            assert!(
+                settled,
+                "replica {id} did not settle at {target:?}: {:?}",
+                self.snapshot(id).status
+            );
+            digests.push(self.snapshot(id).status.service_digest);
+        }
+        digests
+    }
+
     pub async fn shutdown(mut self) {
         for id in 0..self.replicas.len() {
             if self.replicas[id].is_some() {
