@@ -14,15 +14,21 @@
 //! | [`frame_reader`] | the transport's length-prefixed [`bft_net::framing::FrameDecoder`] matches a reference parser whatever the chunking |
 //! | [`kv_model`] | the replicated KV service matches an independent model; snapshots round-trip |
 //! | [`replica_step`] | one replica under arbitrary inputs: no panic, bounded state, never two conflicting signatures |
+//! | [`cluster`] | four replicas, one of them a twin, two clients, under an arbitrary schedule of deliveries, drops, partitions, timeouts and crashes (correct replicas recover from their storage): agreement, no conflicting signatures, recovery always possible |
+//! | [`new_view`] | NEW-VIEW construction (new primary) and validation (backups) from arbitrary VIEW-CHANGE sets, against a reference implementation of PBFT section 4.4 |
 
+mod cluster;
 mod frame;
 mod kv;
+mod new_view;
 mod replica;
 mod verify;
 mod wire;
 
+pub use cluster::{ClusterOp, ClusterReport, ClusterSchedule, cluster, cluster_report};
 pub use frame::frame_reader;
 pub use kv::kv_model;
+pub use new_view::{NewViewReport, new_view, new_view_report};
 pub use replica::replica_step;
 pub use verify::verify;
 pub use wire::{WIRE_LIMIT, reencodes_byte_exact, wire_decode};
@@ -31,10 +37,12 @@ pub use wire::{WIRE_LIMIT, reencodes_byte_exact, wire_decode};
 pub type Check = fn(&[u8]);
 
 /// The fuzz targets, by the names their `fuzz/fuzz_targets/*.rs` files and corpus directories use.
-pub const TARGETS: [(&str, Check); 5] = [
+pub const TARGETS: [(&str, Check); 7] = [
     ("wire_decode", wire_decode),
     ("verify", verify),
     ("replica_step", replica_step),
     ("frame_reader", frame_reader),
     ("kv_model", kv_model),
+    ("cluster", cluster),
+    ("new_view", new_view),
 ];

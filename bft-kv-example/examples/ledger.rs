@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 #[derive(Serialize, Deserialize)]
 enum Op {
-    Open(String), // opening an existing account changes nothing
+    Open(String),
     Deposit(String, u64),
     Transfer(String, String, u64), // from, to, amount
 }
@@ -33,26 +33,22 @@ impl Ledger {
         self.0.get(account).copied().ok_or_else(missing)
     }
     fn apply(&mut self, op: Op) -> Result<u64, LedgerError> {
-        match op {
-            Op::Open(name) => Ok(*self.0.entry(name).or_default()),
-            Op::Deposit(name, amount) => {
-                let new = self.balance(&name)?.checked_add(amount);
-                let new = new.ok_or(LedgerError::Invalid)?;
-                self.0.insert(name, new);
-                Ok(new)
-            }
-            Op::Transfer(from, to, _) if from == to => Err(LedgerError::Invalid),
-            Op::Transfer(from, to, amount) => {
-                let balance = self.balance(&from)?;
-                let refused = LedgerError::InsufficientFunds { balance, amount };
-                let debited = balance.checked_sub(amount).ok_or(refused)?;
-                let credited = self.balance(&to)?.checked_add(amount);
-                let credited = credited.ok_or(LedgerError::Invalid)?;
-                self.0.insert(from, debited);
-                self.0.insert(to, credited);
-                Ok(debited)
-            }
+        let (from, to, amount) = match op {
+            Op::Open(name) => return Ok(*self.0.entry(name).or_default()),
+            Op::Deposit(name, amount) => (None, name, amount),
+            Op::Transfer(from, to, _) if from == to => return Err(LedgerError::Invalid),
+            Op::Transfer(from, to, amount) => (Some(from), to, amount),
+        };
+        let credited = self.balance(&to)?.checked_add(amount);
+        let credited = credited.ok_or(LedgerError::Invalid)?;
+        if let Some(from) = from {
+            let balance = self.balance(&from)?;
+            let refused = LedgerError::InsufficientFunds { balance, amount };
+            self.0
+                .insert(from, balance.checked_sub(amount).ok_or(refused)?);
         }
+        self.0.insert(to, credited);
+        Ok(credited)
     }
 }
 
@@ -71,7 +67,6 @@ impl Service for Ledger {
 }
 
 type Error = Box<dyn std::error::Error>;
-
 /// Submits `op`, returns the result f+1 replicas agreed on.
 async fn call(client: &AsyncClient, op: Op) -> Result<Result<u64, LedgerError>, Error> {
     let reply = client.invoke(postcard::to_allocvec(&op)?).await?;
@@ -82,14 +77,13 @@ async fn call(client: &AsyncClient, op: Op) -> Result<Result<u64, LedgerError>, 
 async fn main() -> Result<(), Error> {
     let cluster = LocalCluster::start(LocalClusterOptions::default(), |_| Ledger::default())?;
     let client = cluster.client(ClientOptions::default())?;
-    for name in ["alice", "bob"] {
-        call(&client, Op::Open(name.into())).await??;
-    }
+    call(&client, Op::Open("alice".into())).await??;
+    call(&client, Op::Open("bob".into())).await??;
     let balance = call(&client, Op::Deposit("alice".into(), 100)).await??;
     println!("alice deposits 100: her balance is {balance}");
     let transfer = || Op::Transfer("alice".into(), "bob".into(), 70);
-    let left = call(&client, transfer()).await??;
-    println!("alice sends bob 70: {left} left");
+    let bob = call(&client, transfer()).await??;
+    println!("alice sends bob 70: bob has {bob}");
     match call(&client, transfer()).await? {
         Err(e @ LedgerError::InsufficientFunds { .. }) => println!("again: refused, {e}"),
         other => return Err(format!("expected insufficient funds, got {other:?}").into()),

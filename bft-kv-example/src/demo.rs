@@ -48,6 +48,9 @@ pub enum DemoError {
     /// The cluster did not do what the demo waits for.
     #[error("{0}")]
     Stalled(String),
+    /// The temporary data directory could not be created.
+    #[error("cannot create a temporary data directory: {0}")]
+    DataDir(std::io::Error),
 }
 
 /// What the demo saw, for callers that want more than the printed text.
@@ -191,8 +194,15 @@ pub async fn run(options: DemoOptions) -> Result<DemoReport, DemoError> {
     let lanes = options.clients.max(1);
     let per_lane = options.requests.div_ceil(4 * lanes as usize).max(1);
     let total = per_lane * 4 * lanes as usize;
+    // Each replica keeps its log and checkpoints in a data directory of its own (removed at the
+    // end), so a stopped replica comes back with what it had.
+    let data = tempfile::Builder::new()
+        .prefix("bft-kv-demo-")
+        .tempdir()
+        .map_err(DemoError::DataDir)?;
     let cluster_options = LocalClusterOptions {
         clients: lanes,
+        data_root: Some(data.path().to_path_buf()),
         ..LocalClusterOptions::default()
     };
     if cfg!(debug_assertions) {
@@ -241,7 +251,7 @@ pub async fn run(options: DemoOptions) -> Result<DemoReport, DemoError> {
     let acts = [
         format!("act 1: all {n} replicas up"),
         format!("act 2: backup {backup} stopped"),
-        format!("act 3: backup {backup} back, empty"),
+        format!("act 3: backup {backup} back from disk"),
         format!("act 4: primary {primary} stopped"),
     ];
     let started = Instant::now();

@@ -300,6 +300,9 @@ pub struct LocalClusterOptions {
     pub timing: Timing,
     /// The transport's tuning.
     pub transport: TransportOptions,
+    /// If set, replica `i` keeps its data in `data_root/replica-i` and a restart recovers from it;
+    /// otherwise replicas keep everything in memory and restart empty.
+    pub data_root: Option<PathBuf>,
 }
 
 impl Default for LocalClusterOptions {
@@ -311,6 +314,7 @@ impl Default for LocalClusterOptions {
             limits: Limits::default(),
             timing: Timing::default(),
             transport: TransportOptions::default(),
+            data_root: None,
         }
     }
 }
@@ -324,6 +328,7 @@ pub struct LocalCluster {
     client_keys: Vec<(ClientId, KeyPair)>,
     replicas: Vec<Option<ReplicaHandle>>,
     transport: TransportOptions,
+    data_root: Option<PathBuf>,
 }
 
 fn generate() -> Result<KeyPair, NodeError> {
@@ -375,6 +380,7 @@ impl LocalCluster {
             client_keys,
             replicas: Vec::with_capacity(n),
             transport: options.transport,
+            data_root: options.data_root,
         };
         for (i, socket) in sockets.into_iter().enumerate() {
             let id = ReplicaId(u32::try_from(i).unwrap_or(u32::MAX));
@@ -385,13 +391,17 @@ impl LocalCluster {
     }
 
     fn node(&self, id: ReplicaId) -> NodeBuilder {
-        ReplicaNode::builder(
+        let builder = ReplicaNode::builder(
             self.config.clone(),
             id,
             self.replica_keys[id.0 as usize].clone(),
             self.addresses.clone(),
         )
-        .transport_options(self.transport.clone())
+        .transport_options(self.transport.clone());
+        match &self.data_root {
+            Some(root) => builder.data_dir(root.join(format!("replica-{}", id.0))),
+            None => builder,
+        }
     }
 
     /// The cluster's configuration.

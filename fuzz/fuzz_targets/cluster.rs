@@ -1,0 +1,6 @@
+//! libFuzzer entry point for `bft_fuzz::cluster` (see `fuzz/README.md`).
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| bft_fuzz::cluster(data));
