@@ -48,6 +48,8 @@ pub struct NewViewReport {
     pub view_changes_invalid: usize,
     /// The primary emitted a NEW-VIEW.
     pub emitted: bool,
+    /// min-s of that NEW-VIEW: the highest stable checkpoint among its VIEW-CHANGEs.
+    pub min_s: u64,
     /// Pre-prepares that NEW-VIEW re-issued.
     pub reissued: usize,
     /// Of those, null requests.
@@ -867,6 +869,7 @@ impl Run {
         }
         self.report.emitted = true;
         self.report.reissued = pre_prepares.len();
+        self.report.min_s = models.iter().map(|m| m.stable_seq).max().unwrap_or(0);
         self.report.null_requests = pre_prepares
             .iter()
             .filter(|p| p.digest == null_digest())

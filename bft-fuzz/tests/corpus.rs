@@ -6,7 +6,7 @@ use bft_core::codec::{FrameRef, decode};
 use bft_core::messages::{Checkpoint, ViewChangePayload, WireMessage};
 use bft_core::testkit::{self, CLUSTER_ID};
 use bft_core::{Principal, ReplicaId, SeqNum, View};
-use bft_fuzz::TARGETS;
+use bft_fuzz::{ClusterOp, ClusterReport, ClusterSchedule, NewViewReport, TARGETS};
 use rand::{Rng, RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::path::PathBuf;
@@ -40,11 +40,13 @@ fn pseudo_random_smoke() {
     const INPUTS: usize = 2_000;
     for (name, check) in TARGETS {
         let mut rng = ChaCha8Rng::seed_from_u64(0x00f5_2200);
-        // replica_step signs and verifies per step: fewer, and shorter, inputs keep this quick.
-        let (inputs, max_len) = if name == "replica_step" {
-            (INPUTS / 4, 256)
-        } else {
-            (INPUTS, 512)
+        // replica_step, cluster and new_view sign and verify per step: fewer inputs keep this
+        // quick (cluster's are longer: a schedule needs a few hundred bytes to get anywhere).
+        let (inputs, max_len) = match name {
+            "replica_step" => (INPUTS / 4, 256),
+            "cluster" => (INPUTS / 8, 1024),
+            "new_view" => (INPUTS / 4, 512),
+            _ => (INPUTS, 512),
         };
         for _ in 0..inputs {
             let mut data = vec![0u8; rng.random_range(0..=max_len)];
@@ -85,6 +87,193 @@ fn non_canonical_cluster(frame: &[u8]) -> Vec<u8> {
     let mut out = vec![0x80 | CLUSTER_ID as u8, 0x00];
     out.extend_from_slice(&frame[1..]);
     out
+}
+
+/// The `cluster` seeds: named schedules, and what each must reach (checked against the committed
+/// files by `cluster_seeds_reach_their_scenarios`).
+fn cluster_seeds() -> Vec<(&'static str, ClusterSchedule, fn(&ClusterReport) -> bool)> {
+    use ClusterOp::*;
+    /// `count` requests, alternating clients, each delivered to completion.
+    fn requests(ops: &mut Vec<ClusterOp>, count: u8) {
+        for i in 0..count {
+            ops.extend([Submit { client: i % 2, op: i }, Flush(31), Flush(31), Flush(31)]);
+        }
+    }
+    /// Timers fire and what they send is delivered, `rounds` times.
+    fn timeouts(ops: &mut Vec<ClusterOp>, rounds: usize) {
+        for _ in 0..rounds {
+            ops.extend([TickAll, Flush(31), Flush(31), Flush(31)]);
+        }
+    }
+    let mut seeds: Vec<(&'static str, ClusterSchedule, fn(&ClusterReport) -> bool)> = Vec::new();
+
+    // Twelve requests with a twin backup: checkpoints 4, 8 and 12 become stable.
+    let mut ops = Vec::new();
+    requests(&mut ops, 12);
+    seeds.push((
+        "normal_case",
+        ClusterSchedule { twin: 3, sides: 0, ops },
+        |r| r.executed >= 12 && r.stable >= 8 && r.completed >= 12,
+    ));
+
+    // The twin is the primary of view 0 and equivocates: each instance gets a different client's
+    // request first (the other copy is dropped) and orders it at sequence number 1 for its side
+    // (replica 1 talks to instance 0, replicas 2 and 3 to instance 1).
+    let mut ops = vec![
+        Submit { client: 0, op: 1 },
+        Drop(1),
+        Submit { client: 1, op: 2 },
+        Drop(1),
+    ];
+    ops.extend([Flush(31); 4]);
+    timeouts(&mut ops, 20);
+    requests(&mut ops, 4);
+    seeds.push((
+        "twin_primary_equivocates",
+        ClusterSchedule {
+            twin: 0,
+            sides: 0b1100,
+            ops,
+        },
+        |r| r.executed >= 4 && r.completed >= 4,
+    ));
+
+    // A correct backup crashes, misses five requests, and recovers from its storage (a saved
+    // checkpoint and the records after it); then it catches up.
+    let mut ops = Vec::new();
+    requests(&mut ops, 5);
+    ops.push(Crash {
+        endpoint: 1,
+        torn: None,
+    });
+    requests(&mut ops, 5);
+    ops.push(Restart(1));
+    timeouts(&mut ops, 4);
+    requests(&mut ops, 3);
+    seeds.push((
+        "crash_and_recover",
+        ClusterSchedule {
+            twin: 2,
+            sides: 0b0010,
+            ops,
+        },
+        |r| r.recoveries >= 1 && r.recovered_from_checkpoint >= 1 && r.executed >= 12,
+    ));
+
+    // A torn write: replica 2 crashes in the middle of persisting a step, keeping one record.
+    let mut ops = Vec::new();
+    requests(&mut ops, 2);
+    ops.extend([
+        Submit { client: 0, op: 9 },
+        Crash {
+            endpoint: 2,
+            torn: Some(1),
+        },
+        Flush(31),
+        Restart(2),
+        Flush(31),
+    ]);
+    requests(&mut ops, 4);
+    seeds.push((
+        "torn_write",
+        ClusterSchedule {
+            twin: 1,
+            sides: 0b1000,
+            ops,
+        },
+        |r| r.torn_writes >= 1 && r.recoveries >= 1 && r.executed >= 4,
+    ));
+
+    // The primary is partitioned away: backups time out, change view, and go on in view 1.
+    let mut ops = Vec::new();
+    requests(&mut ops, 2);
+    ops.extend([Partition(0b00001), Submit { client: 0, op: 7 }]);
+    timeouts(&mut ops, 20);
+    ops.push(Partition(0));
+    requests(&mut ops, 3);
+    seeds.push((
+        "partition_view_change",
+        ClusterSchedule {
+            twin: 2,
+            sides: 0,
+            ops,
+        },
+        |r| r.view >= 1 && r.executed >= 4,
+    ));
+    seeds
+}
+
+/// The `new_view` seeds: each is the first of a fixed pseudo-random stream of inputs whose run
+/// reaches what its predicate asks (checked against the committed files by
+/// `new_view_seeds_reach_their_paths`).
+fn new_view_predicates() -> Vec<(&'static str, fn(&NewViewReport) -> bool)> {
+    vec![
+        ("reissues_own_certificates", |r| {
+            r.emitted
+                && r.own_certificates >= 1
+                && r.reissued >= 3
+                && r.null_requests >= 1
+                && r.crafted_accepted >= 1
+                && r.crafted_refused >= 1
+        }),
+        ("min_s_above_zero", |r| {
+            r.emitted && r.min_s >= 4 && r.reissued >= 1 && r.crafted_accepted >= 1
+        }),
+        ("invalid_view_changes", |r| {
+            r.emitted && r.view_changes_invalid >= 2 && r.crafted_refused >= 1
+        }),
+        ("primary_of_view_0", |r| {
+            r.view == 4 && r.emitted && r.reissued >= 1 && r.crafted_refused >= 1
+        }),
+        ("no_new_view", |r| {
+            !r.emitted && r.view_changes_invalid >= 1 && r.crafted_refused >= 1
+        }),
+        ("ambiguous", |r| r.ambiguous >= 1),
+    ]
+}
+
+fn read_seed(target: &str, name: &str) -> Vec<u8> {
+    let path = corpus_dir(target).join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Each committed `cluster` seed is its schedule's encoding and reaches its scenario.
+#[test]
+fn cluster_seeds_reach_their_scenarios() {
+    for (name, schedule, reached) in cluster_seeds() {
+        let data = read_seed("cluster", name);
+        assert_eq!(
+            data,
+            schedule.to_bytes(),
+            "{name}: regenerate the seeds (write_seed_corpora)"
+        );
+        assert_eq!(ClusterSchedule::from_bytes(&data), schedule, "{name}");
+        let report = bft_fuzz::cluster_report(&data);
+        assert!(reached(&report), "{name}: {report:?}");
+    }
+}
+
+/// Schedules decode back from their encoding, and arbitrary bytes decode to schedules that
+/// encode back to a prefix-equivalent form.
+#[test]
+fn cluster_schedules_round_trip() {
+    let mut rng = ChaCha8Rng::seed_from_u64(0x5c4e_d01e);
+    for _ in 0..500 {
+        let mut data = vec![0u8; rng.random_range(0..=300)];
+        rng.fill_bytes(&mut data);
+        let schedule = ClusterSchedule::from_bytes(&data);
+        let bytes = schedule.to_bytes();
+        assert_eq!(ClusterSchedule::from_bytes(&bytes), schedule);
+    }
+}
+
+/// Each committed `new_view` seed reaches the path it is named after.
+#[test]
+fn new_view_seeds_reach_their_paths() {
+    for (name, reached) in new_view_predicates() {
+        let report = bft_fuzz::new_view_report(&read_seed("new_view", name));
+        assert!(reached(&report), "{name}: {report:?}");
+    }
 }
 
 /// Builds byte strings for the `Unstructured`-driven targets: each small-range choice takes one
@@ -268,6 +457,33 @@ fn write_seed_corpora() {
         "restore_canonical",
         &[5, 6, 1, 1, b'a', 1, b'b', 2, 0, 0],
     );
+
+    // cluster: hand-written schedules.
+    for (name, schedule, _) in cluster_seeds() {
+        write("cluster", name, &schedule.to_bytes());
+    }
+
+    // new_view: the first input of a fixed pseudo-random stream that reaches each path.
+    let mut rng = ChaCha8Rng::seed_from_u64(0x0e1f_7e55);
+    let mut wanted = new_view_predicates();
+    for _ in 0..50_000 {
+        if wanted.is_empty() {
+            break;
+        }
+        let mut data = vec![0u8; rng.random_range(64..=512)];
+        rng.fill_bytes(&mut data);
+        let report = bft_fuzz::new_view_report(&data);
+        wanted.retain(|(name, reached)| {
+            if reached(&report) {
+                write("new_view", name, &data);
+                false
+            } else {
+                true
+            }
+        });
+    }
+    let missing: Vec<&str> = wanted.iter().map(|(name, _)| *name).collect();
+    assert!(missing.is_empty(), "no new_view seed found for {missing:?}");
 }
 
 fn bft_fuzz_seed_request(client: u64, timestamp: u64, operation: &[u8]) -> bytes::Bytes {
