@@ -1,11 +1,8 @@
 //! An in-process cluster of real replicas over QUIC on loopback, in memory or on disk.
 
 use bft_core::testkit::{client_key, config, replica_key};
-use bft_core::{ClientId, ClusterConfig, MemoryStorage, Replica, ReplicaId, Verifier};
-use bft_net::{
-    AsyncClient, ClientOptions, ReplicaHandle, Transport, TransportOptions, recover_replica,
-    spawn_replica,
-};
+use bft_core::{ClientId, ClusterConfig, ReplicaId};
+use bft_net::{AsyncClient, ClientOptions, NodeError, ReplicaHandle, ReplicaNode};
 use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -40,15 +37,9 @@ pub enum ClusterError {
     /// A loopback socket could not be bound.
     #[error("binding a loopback socket: {0}")]
     Bind(#[from] std::io::Error),
-    /// The transport did not start.
+    /// A replica could not start.
     #[error(transparent)]
-    Transport(#[from] bft_net::TransportError),
-    /// A replica could not start from its data directory.
-    #[error(transparent)]
-    Start(#[from] bft_net::StartError),
-    /// The configuration was refused.
-    #[error(transparent)]
-    Config(#[from] bft_core::ConfigError),
+    Node(#[from] NodeError),
     /// The client could not connect.
     #[error(transparent)]
     Connect(#[from] bft_net::ConnectError),
@@ -76,45 +67,13 @@ impl BenchCluster {
         let mut replicas = Vec::new();
         for (i, socket) in sockets.into_iter().enumerate() {
             let id = ReplicaId(i as u32);
-            let (transport, inbound) = Transport::replica_on_socket(
-                config.clone(),
-                id,
-                replica_key(id.0),
-                socket,
-                addresses.clone(),
-                TransportOptions::default(),
-            )?;
-            let verifier = Verifier::new(config.clone())?;
-            let handle = match spec.storage {
-                StorageMode::Memory => {
-                    let replica = Replica::new(
-                        config.clone(),
-                        id,
-                        replica_key(id.0),
-                        WriteService::default(),
-                    )?;
-                    spawn_replica(
-                        replica,
-                        MemoryStorage::default(),
-                        transport,
-                        inbound,
-                        verifier,
-                    )
-                }
-                StorageMode::Disk => {
-                    let dir = spec.data_root.join(format!("replica-{i}"));
-                    let (replica, storage, _) = recover_replica(
-                        config.clone(),
-                        id,
-                        replica_key(id.0),
-                        WriteService::default(),
-                        &dir,
-                        Default::default(),
-                    )?;
-                    spawn_replica(replica, storage, transport, inbound, verifier)
-                }
-            };
-            replicas.push(handle);
+            let mut node =
+                ReplicaNode::builder(config.clone(), id, replica_key(id.0), addresses.clone())
+                    .socket(socket);
+            if spec.storage == StorageMode::Disk {
+                node = node.data_dir(spec.data_root.join(format!("replica-{i}")));
+            }
+            replicas.push(node.start(WriteService::default())?);
         }
         Ok(BenchCluster {
             config,

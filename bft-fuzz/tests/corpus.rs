@@ -89,14 +89,28 @@ fn non_canonical_cluster(frame: &[u8]) -> Vec<u8> {
     out
 }
 
+/// A named `cluster` seed schedule and what its run must reach.
+type ClusterSeed = (&'static str, ClusterSchedule, fn(&ClusterReport) -> bool);
+
+/// A named `new_view` seed and what its run must reach.
+type NewViewSeed = (&'static str, fn(&NewViewReport) -> bool);
+
 /// The `cluster` seeds: named schedules, and what each must reach (checked against the committed
 /// files by `cluster_seeds_reach_their_scenarios`).
-fn cluster_seeds() -> Vec<(&'static str, ClusterSchedule, fn(&ClusterReport) -> bool)> {
+fn cluster_seeds() -> Vec<ClusterSeed> {
     use ClusterOp::*;
     /// `count` requests, alternating clients, each delivered to completion.
     fn requests(ops: &mut Vec<ClusterOp>, count: u8) {
         for i in 0..count {
-            ops.extend([Submit { client: i % 2, op: i }, Flush(31), Flush(31), Flush(31)]);
+            ops.extend([
+                Submit {
+                    client: i % 2,
+                    op: i,
+                },
+                Flush(31),
+                Flush(31),
+                Flush(31),
+            ]);
         }
     }
     /// Timers fire and what they send is delivered, `rounds` times.
@@ -105,14 +119,18 @@ fn cluster_seeds() -> Vec<(&'static str, ClusterSchedule, fn(&ClusterReport) -> 
             ops.extend([TickAll, Flush(31), Flush(31), Flush(31)]);
         }
     }
-    let mut seeds: Vec<(&'static str, ClusterSchedule, fn(&ClusterReport) -> bool)> = Vec::new();
+    let mut seeds: Vec<ClusterSeed> = Vec::new();
 
     // Twelve requests with a twin backup: checkpoints 4, 8 and 12 become stable.
     let mut ops = Vec::new();
     requests(&mut ops, 12);
     seeds.push((
         "normal_case",
-        ClusterSchedule { twin: 3, sides: 0, ops },
+        ClusterSchedule {
+            twin: 3,
+            sides: 0,
+            ops,
+        },
         |r| r.executed >= 12 && r.stable >= 8 && r.completed >= 12,
     ));
 
@@ -160,7 +178,8 @@ fn cluster_seeds() -> Vec<(&'static str, ClusterSchedule, fn(&ClusterReport) -> 
         |r| r.recoveries >= 1 && r.recovered_from_checkpoint >= 1 && r.executed >= 12,
     ));
 
-    // A torn write: replica 2 crashes in the middle of persisting a step, keeping one record.
+    // A torn write: replica 2 crashes in the middle of persisting a step, keeping one record;
+    // after its restart, re-sent votes and retransmitted requests let everyone go on.
     let mut ops = Vec::new();
     requests(&mut ops, 2);
     ops.extend([
@@ -173,6 +192,7 @@ fn cluster_seeds() -> Vec<(&'static str, ClusterSchedule, fn(&ClusterReport) -> 
         Restart(2),
         Flush(31),
     ]);
+    timeouts(&mut ops, 6);
     requests(&mut ops, 4);
     seeds.push((
         "torn_write",
@@ -206,7 +226,7 @@ fn cluster_seeds() -> Vec<(&'static str, ClusterSchedule, fn(&ClusterReport) -> 
 /// The `new_view` seeds: each is the first of a fixed pseudo-random stream of inputs whose run
 /// reaches what its predicate asks (checked against the committed files by
 /// `new_view_seeds_reach_their_paths`).
-fn new_view_predicates() -> Vec<(&'static str, fn(&NewViewReport) -> bool)> {
+fn new_view_predicates() -> Vec<NewViewSeed> {
     vec![
         ("reissues_own_certificates", |r| {
             r.emitted

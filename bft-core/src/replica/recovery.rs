@@ -25,12 +25,15 @@
 //! anything that would conflict with them.
 
 use super::checkpoints::{StableCertificate, StoredCheckpoint};
+use super::log::Slot;
 use super::view_change::{Phase, StoredPrepared};
 use super::{Actions, DurableCheckpoint, Record, Replica, StableState};
 use crate::codec;
 use crate::config::{ClusterConfig, ConfigError};
 use crate::ids::{Principal, ReplicaId, SeqNum, View};
-use crate::messages::{CommittedBatch, PrePrepare, PreparedCertificate, encode_batch_of};
+use crate::messages::{
+    Commit, CommittedBatch, PrePrepare, Prepare, PreparedCertificate, encode_batch_of,
+};
 use crate::planted::{PlantedBug, is_planted};
 use crate::service::Service;
 use crate::verify::{Verified, VerifiedMessage, Verifier};
@@ -308,18 +311,12 @@ impl<S: Service> Replica<S> {
 
     /// Puts one of this replica's own messages back where it was.
     fn replay_own(&mut self, message: VerifiedMessage, actions: &mut Actions) -> bool {
-        let normal_case = |replica: &Self, view: View, seq: SeqNum| {
-            view == replica.view
-                && replica.phase == Phase::Normal
-                && replica.in_window(seq).is_ok()
-                && replica.check_caught_up(seq).is_ok()
-        };
         match message {
             VerifiedMessage::PrePrepare(own) => {
                 let PrePrepare {
                     view, seq, digest, ..
                 } = *own.message();
-                if !normal_case(self, view, seq) || !self.is_primary() {
+                if !self.in_normal_case_of(view, seq) || !self.is_primary() {
                     return false;
                 }
                 let batch = own.message().requests.clone();
@@ -339,33 +336,17 @@ impl<S: Service> Replica<S> {
                 true
             }
             VerifiedMessage::Prepare(own) => {
-                let (view, seq, digest) =
-                    (own.message().view, own.message().seq, own.message().digest);
-                if !normal_case(self, view, seq) {
-                    return false;
-                }
-                let slot = self.log.slot(seq);
-                if slot.digest().is_some_and(|held| held != digest) {
-                    return false;
-                }
-                slot.prepares.insert(self.id, own);
-                self.advance(seq, actions);
-                true
+                let Prepare { view, seq, digest } = *own.message();
+                self.restore_own_vote(view, seq, digest, actions, |slot, id| {
+                    slot.prepares.insert(id, own);
+                })
             }
             VerifiedMessage::Commit(own) => {
-                let (view, seq, digest) =
-                    (own.message().view, own.message().seq, own.message().digest);
-                if !normal_case(self, view, seq) {
-                    return false;
-                }
-                let slot = self.log.slot(seq);
-                if slot.digest().is_some_and(|held| held != digest) {
-                    return false;
-                }
-                slot.commits.insert(self.id, own);
-                slot.commit_sent = true;
-                self.advance(seq, actions);
-                true
+                let Commit { view, seq, digest } = *own.message();
+                self.restore_own_vote(view, seq, digest, actions, |slot, id| {
+                    slot.commits.insert(id, own);
+                    slot.commit_sent = true;
+                })
             }
             VerifiedMessage::ViewChange(own) => {
                 let to = own.message().new_view;
@@ -384,6 +365,37 @@ impl<S: Service> Replica<S> {
             // Checkpoints are signed again as execution reaches them; nothing else is persisted.
             _ => false,
         }
+    }
+
+    /// Whether a message of (`view`, `seq`) belongs to the normal case this replica runs now.
+    fn in_normal_case_of(&self, view: View, seq: SeqNum) -> bool {
+        view == self.view
+            && self.phase == Phase::Normal
+            && self.in_window(seq).is_ok()
+            && self.check_caught_up(seq).is_ok()
+    }
+
+    /// Puts one of this replica's votes back into its slot with `place`, if it is of the current
+    /// view's normal case and agrees with the slot's pre-prepare; then moves the slot forward.
+    fn restore_own_vote(
+        &mut self,
+        view: View,
+        seq: SeqNum,
+        digest: bft_crypto::Digest,
+        actions: &mut Actions,
+        place: impl FnOnce(&mut Slot, ReplicaId),
+    ) -> bool {
+        if !self.in_normal_case_of(view, seq) {
+            return false;
+        }
+        let id = self.id;
+        let slot = self.log.slot(seq);
+        if slot.digest().is_some_and(|held| held != digest) {
+            return false;
+        }
+        place(slot, id);
+        self.advance(seq, actions);
+        true
     }
 
     /// Keeps a stored prepared certificate if it is valid and of a higher view than the one held.
