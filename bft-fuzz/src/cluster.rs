@@ -170,19 +170,14 @@ impl ClusterSchedule {
         out
     }
 
-    /// Decodes a schedule from fuzzer bytes (what [`cluster`] runs).
+    /// Decodes a schedule from fuzzer bytes (what [`cluster`] runs): running out of bytes ends
+    /// it.
     pub fn from_bytes(data: &[u8]) -> ClusterSchedule {
-        let mut u = Unstructured::new(data);
-        let twin = u.int_in_range(0..=3).unwrap_or(0);
-        let sides = u.int_in_range(0..=15).unwrap_or(0);
-        let mut ops = Vec::new();
-        while !u.is_empty() && ops.len() < MAX_OPS {
-            match u.arbitrary() {
-                Ok(op) => ops.push(op),
-                Err(_) => break,
-            }
-        }
-        ClusterSchedule { twin, sides, ops }
+        ClusterSchedule::arbitrary(&mut Unstructured::new(data)).unwrap_or(ClusterSchedule {
+            twin: 0,
+            sides: 0,
+            ops: Vec::new(),
+        })
     }
 }
 
