@@ -40,6 +40,9 @@ pub enum ClusterError {
     /// A replica could not start.
     #[error(transparent)]
     Node(#[from] NodeError),
+    /// A transport could not start.
+    #[error(transparent)]
+    Transport(#[from] bft_net::TransportError),
     /// The client could not connect.
     #[error(transparent)]
     Connect(#[from] bft_net::ConnectError),

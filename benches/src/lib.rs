@@ -5,9 +5,14 @@
 //! and snapshots in its own data directory, fsynced before anything is sent, with group commit).
 #![forbid(unsafe_code)]
 
+pub mod baseline;
 pub mod cluster;
+pub mod etcd;
 pub mod load;
+pub mod report;
+pub mod resources;
 pub mod service;
 
+pub use baseline::{BaselineClient, BaselineCluster};
 pub use cluster::{BenchCluster, ClusterSpec, StorageMode};
-pub use load::{LoadReport, LoadSpec, run_load};
+pub use load::{LoadReport, LoadSpec, Target, run_load};

@@ -1,5 +1,8 @@
-//! Closed-loop load: each client keeps one operation outstanding for the run's duration.
+//! Closed-loop load: each client keeps one operation outstanding for the run's duration, while
+//! the process's CPU time and resident memory are sampled.
 
+use crate::baseline::BaselineClient;
+use crate::resources::{self, Resources};
 use bft_net::AsyncClient;
 use hdrhistogram::Histogram;
 use std::time::{Duration, Instant};
@@ -17,6 +20,32 @@ pub struct LoadSpec {
     pub duration: Duration,
 }
 
+/// The system a load runs against.
+#[derive(Clone)]
+pub enum Target {
+    /// The BFT cluster, through the library's async client (f+1 matching signed replies).
+    Bft(AsyncClient),
+    /// The crash-only baseline (the sequencer's one reply).
+    CrashOnly(BaselineClient),
+}
+
+impl Target {
+    async fn invoke(&self, lane: usize, operation: Vec<u8>) -> bool {
+        match self {
+            Target::Bft(client) => client.invoke(operation).await.is_ok(),
+            Target::CrashOnly(client) => client.invoke(lane, operation).await.is_ok(),
+        }
+    }
+
+    /// Closes the client's connections.
+    pub async fn shutdown(self) {
+        match self {
+            Target::Bft(client) => client.shutdown().await,
+            Target::CrashOnly(client) => client.shutdown().await,
+        }
+    }
+}
+
 /// What a run measured.
 #[derive(Debug, Clone)]
 pub struct LoadReport {
@@ -28,6 +57,15 @@ pub struct LoadReport {
     pub elapsed: Duration,
     /// Latency of each completed operation, in microseconds.
     pub latency_us: Histogram<u64>,
+    /// CPU time (user + system) the whole process (servers and clients) spent in the measured
+    /// time.
+    pub cpu: Duration,
+    /// Resident memory of the process when measuring began, in bytes.
+    pub rss_start: u64,
+    /// Highest resident memory sampled during the measured time, in bytes.
+    pub rss_peak: u64,
+    /// Resident memory when measuring ended, in bytes.
+    pub rss_end: u64,
 }
 
 impl LoadReport {
@@ -40,20 +78,36 @@ impl LoadReport {
     pub fn latency_ms(&self, quantile: f64) -> f64 {
         self.latency_us.value_at_quantile(quantile) as f64 / 1000.0
     }
+
+    /// CPU seconds per thousand operations (all of the process: replicas and clients).
+    pub fn cpu_seconds_per_kop(&self) -> f64 {
+        if self.operations == 0 {
+            return f64::NAN;
+        }
+        self.cpu.as_secs_f64() * 1000.0 / self.operations as f64
+    }
 }
 
-/// Runs `spec` against the cluster behind `client`.
-pub async fn run_load(client: &AsyncClient, spec: &LoadSpec) -> LoadReport {
+fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds")
+}
+
+/// Runs `spec` against `target`; `tick` is called about once a second (for a progress bar).
+pub async fn run_load(
+    target: &Target,
+    spec: &LoadSpec,
+    tick: impl Fn() + Send + 'static,
+) -> LoadReport {
     let start = Instant::now();
     let measure_from = start + spec.warmup;
     let end = measure_from + spec.duration;
+    let sampler = tokio::spawn(sample_resources(start, measure_from, end, tick));
     let mut tasks = tokio::task::JoinSet::new();
     for lane in 0..spec.clients {
-        let client = client.clone();
+        let target = target.clone();
         let bytes = spec.operation_bytes.max(8);
         tasks.spawn(async move {
-            let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)
-                .expect("valid histogram bounds");
+            let mut histogram = new_histogram();
             let (mut done, mut failed) = (0u64, 0u64);
             let mut i = 0u64;
             loop {
@@ -65,37 +119,86 @@ pub async fn run_load(client: &AsyncClient, spec: &LoadSpec) -> LoadReport {
                 i += 1;
                 let mut operation = key.to_le_bytes().to_vec();
                 operation.resize(bytes, b'v');
-                let result = client.invoke(operation).await;
+                let ok = target.invoke(lane, operation).await;
                 let finished = Instant::now();
                 if sent < measure_from || finished > end {
                     continue;
                 }
-                match result {
-                    Ok(_) => {
-                        done += 1;
-                        let micros = (finished - sent).as_micros() as u64;
-                        histogram.saturating_record(micros.max(1));
-                    }
-                    Err(_) => failed += 1,
+                if ok {
+                    done += 1;
+                    let micros = (finished - sent).as_micros() as u64;
+                    histogram.saturating_record(micros.max(1));
+                } else {
+                    failed += 1;
                 }
             }
             (done, failed, histogram)
         });
     }
-    let mut report = LoadReport {
-        operations: 0,
-        failures: 0,
-        elapsed: spec.duration,
-        latency_us: Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds"),
-    };
+    let mut operations = 0;
+    let mut failures = 0;
+    let mut latency_us = new_histogram();
     while let Some(joined) = tasks.join_next().await {
         let (done, failed, histogram) = joined.expect("load task");
-        report.operations += done;
-        report.failures += failed;
-        report
-            .latency_us
+        operations += done;
+        failures += failed;
+        latency_us
             .add(histogram)
             .expect("histograms with equal bounds");
     }
-    report
+    let usage = sampler.await.expect("sampler task");
+    LoadReport {
+        operations,
+        failures,
+        elapsed: spec.duration,
+        latency_us,
+        cpu: usage.cpu,
+        rss_start: usage.rss_start,
+        rss_peak: usage.rss_peak,
+        rss_end: usage.rss_end,
+    }
+}
+
+/// What the sampler saw in the measured time.
+struct Usage {
+    cpu: Duration,
+    rss_start: u64,
+    rss_peak: u64,
+    rss_end: u64,
+}
+
+async fn sample_resources(
+    start: Instant,
+    measure_from: Instant,
+    end: Instant,
+    tick: impl Fn(),
+) -> Usage {
+    let mut next_tick = start + Duration::from_secs(1);
+    while next_tick <= measure_from {
+        tokio::time::sleep_until(next_tick.into()).await;
+        tick();
+        next_tick += Duration::from_secs(1);
+    }
+    tokio::time::sleep_until(measure_from.into()).await;
+    let first = resources::sample();
+    let mut peak = first.rss_bytes;
+    let period = Duration::from_millis(200);
+    let mut at = measure_from + period;
+    while at < end {
+        tokio::time::sleep_until(at.into()).await;
+        peak = peak.max(resources::sample().rss_bytes);
+        if at >= next_tick {
+            tick();
+            next_tick += Duration::from_secs(1);
+        }
+        at += period;
+    }
+    tokio::time::sleep_until(end.into()).await;
+    let final_sample: Resources = resources::sample();
+    Usage {
+        cpu: final_sample.cpu.saturating_sub(first.cpu),
+        rss_start: first.rss_bytes,
+        rss_peak: peak.max(final_sample.rss_bytes),
+        rss_end: final_sample.rss_bytes,
+    }
 }

@@ -1,23 +1,36 @@
-//! `cargo run --release -p benches --bin cluster-bench`: throughput and latency of an n = 3f+1
-//! cluster over QUIC on loopback, with replicas keeping their records in memory and on disk, in
-//! one invocation, and the ratio between the two.
+//! `cargo run --release -p benches --bin cluster-bench`: the BFT cluster (in memory and with
+//! durable storage) and the crash-only baseline, over the same QUIC transport on loopback, under
+//! the same closed-loop load, in one invocation; throughput, latency, CPU per operation, memory,
+//! and the ratios between them. Results go to a folder as JSON and SVG plots.
 
-use benches::{BenchCluster, ClusterSpec, LoadSpec, StorageMode, run_load};
+use benches::report::{Measurement, Results, SystemKind, write_results};
+use benches::{
+    BaselineCluster, BenchCluster, ClusterSpec, LoadSpec, StorageMode, Target, run_load,
+};
 use clap::Parser;
-use std::path::PathBuf;
+use indicatif::{ProgressBar, ProgressStyle};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
-/// Cluster benchmark: the same closed-loop load on a cluster per storage mode.
+/// Cluster benchmark: BFT against a crash-only baseline, with the same transport, request size,
+/// batching limits, client count and duration.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
-    /// Faults tolerated (n = 3f+1 replicas).
-    #[arg(long, default_value_t = 1)]
-    f: usize,
-    /// Concurrent closed-loop clients.
-    #[arg(long, default_value_t = 64)]
-    clients: usize,
-    /// Bytes per operation.
+    /// Systems to run.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [SystemKind::Bft, SystemKind::BftDisk, SystemKind::CrashOnly])]
+    systems: Vec<SystemKind>,
+    /// Faults tolerated, one cluster size per value (n = 3f+1: 1 → 4, 2 → 7, 3 → 10).
+    #[arg(long, value_delimiter = ',', default_values_t = [1])]
+    f: Vec<usize>,
+    /// Concurrent closed-loop clients; several values sweep the load.
+    #[arg(long, value_delimiter = ',', default_values_t = [64])]
+    clients: Vec<usize>,
+    /// Latency mode: one client with one operation outstanding (same as `--clients 1`).
+    #[arg(long, conflicts_with = "clients")]
+    latency: bool,
+    /// Bytes per operation (an 8-byte key, then the value).
     #[arg(long, default_value_t = 64)]
     operation_bytes: usize,
     /// Measured seconds per run.
@@ -26,15 +39,18 @@ struct Args {
     /// Warm-up seconds per run (not measured).
     #[arg(long, default_value_t = 2)]
     warmup: u64,
-    /// Runs per storage mode (the median is reported).
+    /// Runs per configuration (the median run by throughput is reported).
     #[arg(long, default_value_t = 3)]
     runs: usize,
-    /// Storage modes to run.
-    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [StorageMode::Memory, StorageMode::Disk])]
-    storage: Vec<StorageMode>,
-    /// Where disk-mode replicas keep their data (a fresh directory under it per run).
+    /// Where durable replicas keep their data (a fresh directory under it per run, removed after).
     #[arg(long, default_value = "target/bench-data")]
     data_root: PathBuf,
+    /// Where to write `results.json`, `throughput.svg` and `latency.svg`.
+    #[arg(long, default_value = "target/bench-results")]
+    out: PathBuf,
+    /// No progress bar.
+    #[arg(long)]
+    no_progress: bool,
 }
 
 #[tokio::main]
@@ -43,76 +59,158 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
         .init();
     let args = Args::parse();
-    let n = 3 * args.f + 1;
-    println!(
-        "cluster-bench: n={n} f={}, {} closed-loop clients, {}-byte operations, {} s measured after {} s warm-up, {} runs per mode",
-        args.f, args.clients, args.operation_bytes, args.seconds, args.warmup, args.runs
-    );
-    let mut medians = Vec::new();
-    for mode in &args.storage {
-        let mut runs = Vec::new();
-        for run in 0..args.runs {
-            std::fs::create_dir_all(&args.data_root)?;
-            let data = tempfile_dir(&args.data_root, run)?;
-            let spec = ClusterSpec {
-                f: args.f,
-                clients: args.clients as u64,
-                storage: *mode,
-                data_root: data.clone(),
-            };
-            let cluster = BenchCluster::start(&spec)?;
-            let client = cluster.client()?;
-            let report = run_load(
-                &client,
-                &LoadSpec {
-                    clients: args.clients,
-                    operation_bytes: args.operation_bytes,
-                    warmup: Duration::from_secs(args.warmup),
-                    duration: Duration::from_secs(args.seconds),
-                },
-            )
-            .await;
-            client.shutdown().await;
-            cluster.shutdown().await;
-            let _ = std::fs::remove_dir_all(&data);
-            println!(
-                "  {mode:?} run {}: {:>9.0} ops/s  p50 {:>7.2} ms  p99 {:>7.2} ms  p999 {:>7.2} ms  ({} failed)",
-                run + 1,
-                report.throughput(),
-                report.latency_ms(0.5),
-                report.latency_ms(0.99),
-                report.latency_ms(0.999),
-                report.failures
-            );
-            runs.push(report);
-        }
-        runs.sort_by(|a, b| a.throughput().total_cmp(&b.throughput()));
-        let median = runs.swap_remove(runs.len() / 2);
-        println!(
-            "{mode:?}: median {:.0} ops/s, p50 {:.2} ms, p99 {:.2} ms",
-            median.throughput(),
-            median.latency_ms(0.5),
-            median.latency_ms(0.99)
-        );
-        medians.push((*mode, median));
-    }
-    let throughput = |wanted| {
-        medians
-            .iter()
-            .find(|(mode, _)| *mode == wanted)
-            .map(|(_, r)| r.throughput())
+    let client_counts = if args.latency {
+        vec![1]
+    } else {
+        args.clients.clone()
     };
-    if let (Some(memory), Some(disk)) = (
-        throughput(StorageMode::Memory),
-        throughput(StorageMode::Disk),
-    ) {
-        println!("disk / memory throughput: {:.2}", disk / memory);
+    if args.runs == 0 || args.seconds == 0 || client_counts.contains(&0) || args.f.contains(&0) {
+        return Err("--runs, --seconds, --clients and --f must be positive".into());
     }
+    let configurations = args.f.len() * client_counts.len() * args.systems.len();
+    println!(
+        "cluster-bench: {} ({}), clients {:?}, {}-byte operations, {} s measured after {} s warm-up, {} runs each",
+        args.systems
+            .iter()
+            .map(|s| s.name())
+            .collect::<Vec<_>>()
+            .join(", "),
+        args.f
+            .iter()
+            .map(|f| format!("n={}", 3 * f + 1))
+            .collect::<Vec<_>>()
+            .join(", "),
+        client_counts,
+        args.operation_bytes,
+        args.seconds,
+        args.warmup,
+        args.runs
+    );
+    let progress = progress_bar(
+        args.no_progress,
+        configurations as u64 * args.runs as u64 * (args.seconds + args.warmup),
+    );
+    let mut results = Results::new(args.operation_bytes, args.seconds, args.warmup, args.runs);
+    for &f in &args.f {
+        for &clients in &client_counts {
+            for &system in &args.systems {
+                let mut runs = Vec::new();
+                for run in 0..args.runs {
+                    progress.set_message(format!(
+                        "{} n={} clients={clients} run {}/{}",
+                        system.name(),
+                        3 * f + 1,
+                        run + 1,
+                        args.runs
+                    ));
+                    let spec = LoadSpec {
+                        clients,
+                        operation_bytes: args.operation_bytes,
+                        warmup: Duration::from_secs(args.warmup),
+                        duration: Duration::from_secs(args.seconds),
+                    };
+                    let report = run_once(system, f, &spec, &args.data_root, &progress).await?;
+                    say(
+                        &progress,
+                        format!(
+                            "  {:<10} n={:<2} clients={clients:<4} run {}: {:>8.0} ops/s  p50 {:>7.2} ms  p99 {:>7.2} ms  p999 {:>7.2} ms  cpu {:.3} s/kop  rss {:.0} MiB  ({} failed)",
+                            system.name(),
+                            3 * f + 1,
+                            run + 1,
+                            report.throughput(),
+                            report.latency_ms(0.5),
+                            report.latency_ms(0.99),
+                            report.latency_ms(0.999),
+                            report.cpu_seconds_per_kop(),
+                            report.rss_peak as f64 / (1 << 20) as f64,
+                            report.failures
+                        ),
+                    );
+                    runs.push(report);
+                }
+                results.push(Measurement::from_runs(system, 3 * f + 1, clients, runs));
+            }
+        }
+    }
+    progress.finish_and_clear();
+    println!();
+    print!("{}", results.table());
+    std::fs::create_dir_all(&args.out)?;
+    write_results(&results, &args.out)?;
+    println!("results: {}", args.out.display());
     Ok(())
 }
 
+async fn run_once(
+    system: SystemKind,
+    f: usize,
+    spec: &LoadSpec,
+    data_root: &Path,
+    progress: &ProgressBar,
+) -> Result<benches::LoadReport, Box<dyn std::error::Error>> {
+    let tick = {
+        let progress = progress.clone();
+        move || progress.inc(1)
+    };
+    let report = match system {
+        SystemKind::Bft | SystemKind::BftDisk => {
+            let data = fresh_dir(data_root)?;
+            let cluster = BenchCluster::start(&ClusterSpec {
+                f,
+                clients: spec.clients as u64,
+                storage: if system == SystemKind::BftDisk {
+                    StorageMode::Disk
+                } else {
+                    StorageMode::Memory
+                },
+                data_root: data.clone(),
+            })?;
+            let target = Target::Bft(cluster.client()?);
+            let report = run_load(&target, spec, tick).await;
+            target.shutdown().await;
+            cluster.shutdown().await;
+            let _ = std::fs::remove_dir_all(&data);
+            report
+        }
+        SystemKind::CrashOnly => {
+            let config = Arc::new(bft_core::testkit::config(f, spec.clients as u64));
+            let cluster = BaselineCluster::start(config)?;
+            let target = Target::CrashOnly(cluster.client()?);
+            let report = run_load(&target, spec, tick).await;
+            target.shutdown().await;
+            cluster.shutdown().await;
+            report
+        }
+    };
+    Ok(report)
+}
+
+/// Prints a line above the progress bar (or plainly when there is none).
+fn say(progress: &ProgressBar, line: String) {
+    if progress.is_hidden() {
+        println!("{line}");
+    } else {
+        progress.println(line);
+    }
+}
+
+fn progress_bar(hidden: bool, seconds: u64) -> ProgressBar {
+    if hidden {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(seconds);
+    bar.set_style(
+        ProgressStyle::with_template("{bar:40} {pos}/{len} s  {msg}")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar
+}
+
 /// A fresh, empty directory under `root` for one run.
-fn tempfile_dir(root: &std::path::Path, run: usize) -> std::io::Result<PathBuf> {
+fn fresh_dir(root: &Path) -> std::io::Result<PathBuf> {
+    static RUN: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let run = RUN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let dir = root.join(format!("run-{}-{run}", std::process::id()));
     if dir.exists() {
         std::fs::remove_dir_all(&dir)?;
