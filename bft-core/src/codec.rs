@@ -128,6 +128,18 @@ pub fn sign_frame(key: &KeyPair, header: Header, payload: &[u8], attachment: &[u
     .encode()
 }
 
+/// A frame with an all-zero signature, for the kinds its channel authenticates (replies: see
+/// [`crate::verify`]).
+pub fn unsigned_frame(header: Header, payload: &[u8]) -> Bytes {
+    FrameRef {
+        header,
+        payload,
+        signature: Signature([0; 64]),
+        attachment: &[],
+    }
+    .encode()
+}
+
 /// The same frame with its attachment replaced (the signature stays valid: it does not cover the
 /// attachment). `None` if `frame` does not decode.
 pub fn with_attachment(frame: &[u8], attachment: &[u8]) -> Option<Bytes> {

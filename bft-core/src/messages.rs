@@ -107,6 +107,19 @@ pub trait WireMessage: Serialize {
             &[],
         )
     }
+
+    /// Encodes this message as an unsigned frame from `sender`: only for the kinds the
+    /// receiver's channel authenticates (replies; see [`crate::verify`]).
+    fn unsigned(&self, cluster: u64, sender: Principal) -> Bytes {
+        codec::unsigned_frame(
+            Header {
+                cluster,
+                kind: Self::KIND,
+                sender,
+            },
+            &codec::encode(self),
+        )
+    }
 }
 
 /// `<REQUEST, o, t, c>`: operation `o` with timestamp `t`, signed by client `c` (the frame's

@@ -402,7 +402,9 @@ fn transferred_state_keeps_exactly_once_semantics() {
     let seen = replies.clone();
     let verifier = cluster.verifier.clone();
     cluster.filter = Some(Box::new(move |envelope| {
-        if let Ok(VerifiedMessage::Reply(reply)) = verifier.verify(envelope.frame.clone()) {
+        if let Ok(VerifiedMessage::Reply(reply)) =
+            verifier.verify_from(envelope.from.principal(), envelope.frame.clone())
+        {
             seen.borrow_mut()
                 .push((envelope.from, reply.message().clone()));
         }

@@ -2,8 +2,9 @@
 //! request, accepted once f+1 replicas sent matching replies, the view learned from replies, and
 //! retransmission to every replica after a timeout.
 //!
-//! Replies are signed with the harness's replica keys and passed through the real `Verifier`, as
-//! a driver would. Time is a value: the tests pick it.
+//! Replies are built unsigned, as replicas send them, and passed through the real `Verifier` as
+//! coming on the replica's authenticated channel, as a driver does. Time is a value: the tests
+//! pick it.
 
 use bft_core::testkit as harness;
 
@@ -49,18 +50,19 @@ impl Fixture {
         timestamp: u64,
         outcome: &Outcome,
     ) -> ClientInput {
+        let sender = Principal::Replica(ReplicaId(replica));
         let frame = Reply {
             view: View(view),
             client: ClientId(client),
             timestamp,
             outcome: outcome.clone(),
         }
-        .sign(
-            &replica_key(replica),
-            CLUSTER,
-            Principal::Replica(ReplicaId(replica)),
-        );
-        ClientInput::Message(self.verifier.verify(frame).expect("a valid reply"))
+        .unsigned(CLUSTER, sender);
+        ClientInput::Message(
+            self.verifier
+                .verify_from(sender, frame)
+                .expect("a valid reply"),
+        )
     }
 
     /// The request a client frame carries, after verification.
@@ -503,10 +505,11 @@ fn an_abandoned_request_frees_the_client_and_its_late_replies_are_ignored() {
             timestamp: 1,
             outcome: ok(b"late"),
         };
-        let frame = harness::signed_by_replica(replica, &reply);
+        let sender = Principal::Replica(ReplicaId(replica));
+        let frame = reply.unsigned(harness::CLUSTER_ID, sender);
         let message = bft_core::Verifier::new(std::sync::Arc::new(harness::config(1, 1)))
             .unwrap()
-            .verify(frame)
+            .verify_from(sender, frame)
             .unwrap();
         let actions = client.step(at(2), ClientInput::Message(message));
         assert!(actions.completed.is_none());

@@ -130,9 +130,20 @@ impl Fixture {
         harness::commit(signer, view, seq, digest)
     }
 
-    /// Verifies a frame that must be valid.
+    /// Replica `id`'s unsigned reply frame, as replicas send it.
+    fn reply_from(&self, id: u32, reply: &Reply) -> Bytes {
+        reply.unsigned(CLUSTER, Principal::Replica(ReplicaId(id)))
+    }
+
+    /// Verifies a frame that must be valid, as received on a channel from its named sender.
     fn verified(&self, frame: Bytes) -> VerifiedMessage {
-        self.verifier.verify(frame).expect("a valid frame")
+        let sender = bft_core::codec::decode_frame(&frame, usize::MAX)
+            .expect("a frame")
+            .header
+            .sender;
+        self.verifier
+            .verify_from(sender, frame)
+            .expect("a valid frame")
     }
 
     /// The verifier's error for a frame that must be refused.
@@ -697,7 +708,10 @@ fn verify_batch_agrees_with_verify_frame_by_frame() {
         fx.commit(3, 0, 1, Digest([3; 32])),
         fx.pre_prepare(0, 0, 1, &[r1.clone(), r2.clone()]),
         fx.pre_prepare(0, 0, 2, std::slice::from_ref(&r2)),
-        fx.signed_by(
+    ];
+    let mut mixed = vec![
+        // A reply is authenticated by its channel; neither mode knows one here.
+        fx.reply_from(
             1,
             &Reply {
                 view: View(0),
@@ -706,8 +720,6 @@ fn verify_batch_agrees_with_verify_frame_by_frame() {
                 outcome: Outcome::ServicePanicked,
             },
         ),
-    ];
-    let mut mixed = vec![
         reframe(&prepare, |_, _, s| s.0[0] ^= 1),
         Bytes::from_static(b"garbage"),
         Bytes::from(trailing),
@@ -1184,11 +1196,84 @@ fn retransmission_of_the_last_request_is_answered_from_the_cache() {
     assert_eq!(reply.message().timestamp, 2);
 }
 
+/// Section 5.2 (replies are authenticated by MACs, not signatures): a reply needs no signature
+/// on a channel authenticated as its sender, but is refused on another replica's channel (a
+/// Byzantine replica cannot speak for a correct one) and where no channel is known. Every other
+/// kind still needs its own signature on any channel: a channel never stands in for it.
+#[test]
+fn replies_are_authenticated_by_their_channel_and_nothing_else_is() {
+    let fx = Fixture::new();
+    let reply = Reply {
+        view: View(0),
+        client: ClientId(1),
+        timestamp: 1,
+        outcome: Outcome::Ok(b"r".to_vec()),
+    };
+    let r1 = Principal::Replica(ReplicaId(1));
+    let r2 = Principal::Replica(ReplicaId(2));
+    let unsigned = fx.reply_from(1, &reply);
+    match fx.verifier.verify_from(r1, unsigned.clone()) {
+        Ok(VerifiedMessage::Reply(verified)) => {
+            assert_eq!(verified.sender(), r1);
+            assert_eq!(verified.message(), &reply);
+        }
+        other => panic!("refused its sender's reply: {other:?}"),
+    }
+    assert_eq!(
+        fx.verifier.verify_from(r2, unsigned.clone()).unwrap_err(),
+        VerifyError::SenderIsNotPeer {
+            sender: r1,
+            peer: r2
+        }
+    );
+    // Even with replica 1's valid signature, the channel decides.
+    let signed = fx.signed_by(1, &reply);
+    assert_eq!(
+        fx.verifier.verify_from(r2, signed.clone()).unwrap_err(),
+        VerifyError::SenderIsNotPeer {
+            sender: r1,
+            peer: r2
+        }
+    );
+    assert_eq!(
+        fx.refused(unsigned.clone()),
+        VerifyError::ReplyWithoutChannel(r1)
+    );
+    assert_eq!(fx.refused(signed), VerifyError::ReplyWithoutChannel(r1));
+    assert!(
+        fx.verifier
+            .verify_batch(vec![unsigned])
+            .iter()
+            .all(|r| matches!(r, Err(VerifyError::ReplyWithoutChannel(p)) if *p == r1))
+    );
+    // A prepare unsigned (the reply's zero signature) or badly signed is refused even on its
+    // sender's channel; a signed one relayed on another replica's channel is accepted.
+    let prepare = Prepare {
+        view: View(0),
+        seq: SeqNum(1),
+        digest: Digest([3; 32]),
+    };
+    let unsigned_prepare = prepare.unsigned(CLUSTER, r2);
+    assert_eq!(
+        fx.verifier.verify_from(r2, unsigned_prepare).unwrap_err(),
+        VerifyError::BadSignature(r2)
+    );
+    let forged = reframe(&fx.prepare(2, 0, 1, Digest([3; 32])), |_, _, s| s.0[0] ^= 1);
+    assert_eq!(
+        fx.verifier.verify_from(r2, forged).unwrap_err(),
+        VerifyError::BadSignature(r2)
+    );
+    let relayed = fx
+        .verifier
+        .verify_from(r1, fx.prepare(2, 0, 1, Digest([3; 32])));
+    assert_eq!(relayed.map(|m| m.sender()), Ok(r2));
+}
+
 /// Section 4.1 (replies go to clients): a reply delivered to a replica is `NotForReplicas`.
 #[test]
 fn a_reply_sent_to_a_replica_is_refused() {
     let fx = Fixture::new();
-    let reply = fx.signed_by(
+    let reply = fx.reply_from(
         2,
         &Reply {
             view: View(0),

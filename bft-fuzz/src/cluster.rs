@@ -16,7 +16,7 @@ use bft_core::client::ClientInput;
 use bft_core::testkit::{self, service::LogService};
 use bft_core::{
     Client, ClientId, ClusterConfig, Destination, DurableCheckpoint, Executed, Input,
-    MemoryStorage, MessageKind, Outcome, Outgoing, Record, Replica, ReplicaId, SeqNum,
+    MemoryStorage, MessageKind, Outcome, Outgoing, Principal, Record, Replica, ReplicaId, SeqNum,
     SignedRecord, Storage, Time, VerifiedMessage, Verifier, View,
 };
 use bft_crypto::{Digest, KeyPair, sha256};
@@ -642,8 +642,14 @@ impl Sim {
     /// (both ways); clients reach both.
     fn route(&mut self, from: Node, sends: Vec<Outgoing>) {
         let fixture = Fixture::get();
+        // The network knows the sender, as an authenticated connection does (replies are
+        // authenticated that way, unsigned).
+        let peer = match from {
+            Node::Replica(id, _) => Principal::Replica(ReplicaId(id)),
+            Node::Client(id) => Principal::Client(ClientId(id)),
+        };
         for Outgoing { to, frame } in sends {
-            let message = match fixture.verifier.verify(frame) {
+            let message = match fixture.verifier.verify_from(peer, frame) {
                 Ok(message) => message,
                 Err(error) => match from {
                     Node::Replica(id, _) if id == self.twin => continue,

@@ -276,7 +276,8 @@ async fn run(
 }
 
 fn on_frame(sessions: &mut [Session], verifier: &Verifier, inbound: Inbound, now: Time, n: usize) {
-    let message = match verifier.verify(inbound.frame) {
+    // The connection's handshake authenticated the replica: replies need no signature.
+    let message = match verifier.verify_from(inbound.from, inbound.frame) {
         Ok(message) => message,
         Err(error) => {
             warn!(from = ?inbound.from, %error, "refused frame from replica");

@@ -2,8 +2,9 @@
 
 use super::normal_case::client_of;
 use super::{Actions, Destination, Executed, Outgoing, Replica};
-use crate::ids::ClientId;
 use crate::ids::SeqNum;
+use crate::ids::{ClientId, Principal};
+use crate::messages::WireMessage;
 use crate::messages::{Outcome, Reply, Request, batch_digest};
 use crate::service::{ExecuteContext, Service, execute_contained};
 use crate::verify::Verified;
@@ -77,19 +78,21 @@ impl<S: Service> Replica<S> {
         });
     }
 
-    /// The signed reply for `client`'s request `timestamp` with `outcome`.
+    /// The reply for `client`'s request `timestamp` with `outcome`: unsigned, since the channel
+    /// to the client authenticates it (section 5.2: replies carry MACs, not signatures; see
+    /// [`crate::verify`]).
     fn reply_frame(&self, client: ClientId, timestamp: u64, outcome: Outcome) -> Bytes {
-        self.sign(&Reply {
+        Reply {
             view: self.view,
             client,
             timestamp,
             outcome,
-        })
-        .0
+        }
+        .unsigned(self.config.cluster_id, Principal::Replica(self.id))
     }
 
-    /// The reply to `client`'s last executed request: the cached frame, or one signed now from
-    /// the recorded outcome (after state transfer, which carries outcomes but not signatures).
+    /// The reply to `client`'s last executed request: the cached frame, or one built now from
+    /// the recorded outcome (after state transfer, which carries outcomes but not frames).
     pub(super) fn cached_reply(&mut self, client: ClientId) -> Option<Bytes> {
         let record = self.clients.get(client)?;
         if let Some(frame) = &record.last_reply {

@@ -17,7 +17,7 @@ pub(crate) struct ClientRecord {
     pub(crate) last_executed: u64,
     /// That request's outcome (part of checkpoint state, so it survives state transfer).
     pub(crate) last_outcome: Option<Outcome>,
-    /// The signed reply to that request, re-sent when the client retransmits it (a local cache:
+    /// The reply frame to that request, re-sent when the client retransmits it (a local cache:
     /// after state transfer it is signed again from `last_outcome`).
     pub(crate) last_reply: Option<Bytes>,
     /// Highest timestamp this replica proposed (as primary) or relayed (as backup) and has not

@@ -29,6 +29,16 @@ pub enum Node {
     Client(ClientId),
 }
 
+impl Node {
+    /// The principal a connection from this node is authenticated as.
+    pub fn principal(self) -> crate::Principal {
+        match self {
+            Node::Replica(id) => crate::Principal::Replica(id),
+            Node::Client(id) => crate::Principal::Client(id),
+        }
+    }
+}
+
 /// A frame in flight.
 #[derive(Debug, Clone)]
 pub struct Envelope {
@@ -230,7 +240,11 @@ impl Cluster {
             return true;
         }
         self.delivered += 1;
-        let message = match self.verifier.verify(envelope.frame) {
+        // The simulated network knows the sender, as an authenticated connection would.
+        let message = match self
+            .verifier
+            .verify_from(envelope.from.principal(), envelope.frame)
+        {
             Ok(message) => message,
             Err(error) => {
                 self.verify_failures.push((envelope.to, error));

@@ -32,6 +32,18 @@ pub enum VerifyError {
     /// The signature does not verify under the sender's configured key.
     #[error("bad signature from {0}")]
     BadSignature(Principal),
+    /// A reply (authenticated by its channel, not signed) reached a verifier that was not told
+    /// which peer the channel is authenticated as.
+    #[error("reply from {0} without an authenticated channel")]
+    ReplyWithoutChannel(Principal),
+    /// A reply names a sender other than the peer its channel is authenticated as.
+    #[error("reply claims to be from {sender} on a channel from {peer}")]
+    SenderIsNotPeer {
+        /// The sender the frame names.
+        sender: Principal,
+        /// The peer the channel is authenticated as.
+        peer: Principal,
+    },
     /// A request's operation exceeds `limits.max_operation_bytes`.
     #[error("operation of {len} bytes exceeds the limit of {max}")]
     OperationTooLarge {

@@ -6,6 +6,15 @@
 //! order: size limit, frame decoding, cluster id, sender membership and role, signature over the
 //! exact received bytes, then payload decoding and the message's own limits. A pre-prepare's
 //! embedded client requests get the same checks, and its batch digest is recomputed.
+//!
+//! Replies are the one kind authenticated by the channel instead of a signature, as PBFT
+//! authenticates them with a MAC rather than a signature (Castro and Liskov, OSDI '99, sections
+//! 4.1 and 5.2). A reply concerns one
+//! client and is never relayed or embedded in a certificate, so nothing needs to check it again
+//! later; the client accepts it only from [`Verifier::verify_from`], for a frame that arrived on
+//! a channel authenticated as the reply's sender (a QUIC connection whose handshake proved that
+//! replica's key). This saves every replica a signature and the client n verifications per
+//! operation.
 
 use crate::codec::{self, DecodeError, Header};
 use crate::config::{ClusterConfig, ConfigError};
@@ -195,6 +204,8 @@ struct Parsed {
     key: PublicKey,
     signed: Vec<u8>,
     signature: Signature,
+    /// Authenticated by the channel it came on: no signature to check (replies).
+    channel_authenticated: bool,
 }
 
 impl Parsed {
@@ -243,9 +254,25 @@ impl Verifier {
         &self.config
     }
 
-    /// Verifies one frame.
+    /// Verifies one frame whose channel proves nothing about its sender: every kind must be
+    /// signed, so a reply is refused ([`VerifyError::ReplyWithoutChannel`]).
     pub fn verify(&self, frame: Bytes) -> Result<VerifiedMessage, VerifyError> {
-        self.verify_all(vec![frame], Mode::Single)
+        self.verify_all(vec![frame], None, Mode::Single)
+            .pop()
+            .expect("one result per frame")
+    }
+
+    /// Verifies one frame that arrived on a channel authenticated as `peer` (a connection whose
+    /// handshake proved `peer`'s key, or a simulated network that knows the sender). A reply is
+    /// accepted without a signature if its sender is `peer` (see the module documentation);
+    /// every other kind is checked exactly as [`Verifier::verify`] checks it, since those are
+    /// relayed or embedded in certificates and must carry their own proof.
+    pub fn verify_from(
+        &self,
+        peer: Principal,
+        frame: Bytes,
+    ) -> Result<VerifiedMessage, VerifyError> {
+        self.verify_all(vec![frame], Some(peer), Mode::Single)
             .pop()
             .expect("one result per frame")
     }
@@ -253,18 +280,19 @@ impl Verifier {
     /// Verifies many frames with batched signature checks, returning one result per frame in
     /// order. Accepts and rejects exactly what [`Verifier::verify`] does.
     pub fn verify_batch(&self, frames: Vec<Bytes>) -> Vec<Result<VerifiedMessage, VerifyError>> {
-        self.verify_all(frames, Mode::Batch)
+        self.verify_all(frames, None, Mode::Batch)
     }
 
     fn verify_all(
         &self,
         frames: Vec<Bytes>,
+        peer: Option<Principal>,
         mode: Mode,
     ) -> Vec<Result<VerifiedMessage, VerifyError>> {
         let max = self.config.limits.max_message_bytes;
         let parsed: Vec<Result<Parsed, VerifyError>> = frames
             .into_iter()
-            .map(|frame| self.parse(frame, max))
+            .map(|frame| self.parse(frame, max, peer))
             .collect();
         let checked = check_signatures(parsed, mode);
         // Decode payloads; pre-prepares yield nested request frames that need their own checks.
@@ -281,7 +309,7 @@ impl Verifier {
                     let limit = self.config.limits.max_request_frame_bytes();
                     for bytes in std::mem::take(&mut payload.requests) {
                         nested_owner.push(index);
-                        nested.push(self.parse(Bytes::from(bytes.into_vec()), limit));
+                        nested.push(self.parse(Bytes::from(bytes.into_vec()), limit, None));
                     }
                     pre_prepares.push((index, parsed, payload));
                     results.push(None);
@@ -305,8 +333,14 @@ impl Verifier {
             .collect()
     }
 
-    /// Header checks and key lookup; builds the signed bytes.
-    fn parse(&self, frame: Bytes, max_len: usize) -> Result<Parsed, VerifyError> {
+    /// Header checks and key lookup; builds the signed bytes. `peer` is who the channel the
+    /// frame came on is authenticated as, if anyone.
+    fn parse(
+        &self,
+        frame: Bytes,
+        max_len: usize,
+        peer: Option<Principal>,
+    ) -> Result<Parsed, VerifyError> {
         let decoded = codec::decode_frame(&frame, max_len)?;
         let header = decoded.header;
         if header.cluster != self.config.cluster_id {
@@ -327,6 +361,19 @@ impl Verifier {
         let key = self
             .key_of(header.sender)
             .ok_or(VerifyError::UnknownSender(header.sender))?;
+        let channel_authenticated = header.kind == MessageKind::Reply;
+        if channel_authenticated {
+            match peer {
+                None => return Err(VerifyError::ReplyWithoutChannel(header.sender)),
+                Some(peer) if peer != header.sender => {
+                    return Err(VerifyError::SenderIsNotPeer {
+                        sender: header.sender,
+                        peer,
+                    });
+                }
+                Some(_) => {}
+            }
+        }
         let attachment = frame.slice_ref(decoded.attachment);
         let mut signed = Vec::with_capacity(bft_crypto::DOMAIN_HEADER_LEN + decoded.payload.len());
         header.domain().write_header(&mut signed);
@@ -341,6 +388,7 @@ impl Verifier {
             key,
             signed,
             signature,
+            channel_authenticated,
         })
     }
 
@@ -495,20 +543,24 @@ fn finish_pre_prepare(
     Ok(VerifiedMessage::PrePrepare(parsed.into_verified(message)))
 }
 
-/// Checks the signature of every parsed frame, keeping earlier errors.
+/// Checks the signature of every parsed frame that needs one, keeping earlier errors.
 fn check_signatures(
     items: Vec<Result<Parsed, VerifyError>>,
     mode: Mode,
 ) -> Vec<Result<Parsed, VerifyError>> {
-    let signature_results: Vec<Result<(), bft_crypto::SignatureError>> = match mode {
-        Mode::Single => items
+    let signed = || {
+        items
             .iter()
             .filter_map(|item| item.as_ref().ok())
+            .filter(|p| !p.channel_authenticated)
+    };
+    let signature_results: Vec<Result<(), bft_crypto::SignatureError>> = match mode {
+        Mode::Single => signed()
             .map(|p| verify_raw(&p.key, &p.signed, &p.signature))
             .collect(),
         Mode::Batch => {
             let mut batch = BatchVerifier::new();
-            for p in items.iter().filter_map(|item| item.as_ref().ok()) {
+            for p in signed() {
                 batch.queue(p.key, p.signed.as_slice(), p.signature);
             }
             batch.verify_each()
@@ -519,9 +571,12 @@ fn check_signatures(
         .into_iter()
         .map(|item| {
             let parsed = item?;
+            if parsed.channel_authenticated {
+                return Ok(parsed);
+            }
             match signature_results
                 .next()
-                .expect("one result per parsed frame")
+                .expect("one result per signed frame")
             {
                 Ok(()) => Ok(parsed),
                 Err(_) => Err(VerifyError::BadSignature(parsed.header.sender)),

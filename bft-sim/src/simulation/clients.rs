@@ -65,13 +65,14 @@ impl Simulation {
             returned: None,
         });
         for outgoing in &actions.send {
-            self.record_client_signed(outgoing.frame.clone());
+            self.record_client_signed(id, outgoing.frame.clone());
         }
         self.route_client(id, actions.send);
     }
 
-    pub(super) fn record_client_signed(&mut self, frame: Bytes) {
-        if let Ok(VerifiedMessage::Request(request)) = self.verify(frame) {
+    pub(super) fn record_client_signed(&mut self, client: ClientId, frame: Bytes) {
+        if let Ok(VerifiedMessage::Request(request)) = self.verify(Endpoint::Client(client), frame)
+        {
             self.checker.client_signed(request.digest());
         }
     }
@@ -146,7 +147,7 @@ impl Simulation {
             byzantine.timestamp += 1;
         }
         for (frame, to) in frames {
-            self.record_client_signed(frame.clone());
+            self.record_client_signed(byzantine.id, frame.clone());
             if byzantine.sent.len() < 64 {
                 byzantine.sent.push(frame.clone());
             }

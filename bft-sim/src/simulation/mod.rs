@@ -17,8 +17,8 @@ use crate::scenario::{Canary, CrashPoint, Fault, Scenario};
 use crate::trace::Trace;
 use bft_core::testkit::{client_key, replica_key};
 use bft_core::{
-    Client, ClientId, ClientInput, ClusterConfig, Input, Record, Replica, ReplicaId, SeqNum,
-    Storage, Time, VerifiedMessage, Verifier, VerifyError,
+    Client, ClientId, ClientInput, ClusterConfig, Input, Principal, Record, Replica, ReplicaId,
+    SeqNum, Storage, Time, VerifiedMessage, Verifier, VerifyError,
 };
 use bft_crypto::Digest;
 use bft_storage::MemoryWal;
@@ -189,7 +189,7 @@ pub struct Simulation {
     queue: BinaryHeap<Reverse<Scheduled>>,
     config: Arc<ClusterConfig>,
     verifier: Verifier,
-    verified: HashMap<Bytes, Result<VerifiedMessage, VerifyError>>,
+    verified: HashMap<(Principal, Bytes), Result<VerifiedMessage, VerifyError>>,
     network: Network,
     replicas: Vec<ReplicaNode>,
     clients: BTreeMap<ClientId, ClientNode>,

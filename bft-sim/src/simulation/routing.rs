@@ -5,27 +5,38 @@ use crate::checkers::ViolationKind;
 use crate::network::{Endpoint, Transit};
 use crate::rng::{chance, pick};
 use bft_core::{
-    ClientInput, Destination, Input, Outgoing, ReplicaId, VerifiedMessage, VerifyError,
+    ClientInput, Destination, Input, Outgoing, Principal, ReplicaId, VerifiedMessage, VerifyError,
 };
 use bytes::Bytes;
 
 impl Simulation {
-    pub(super) fn verify(&mut self, frame: Bytes) -> Result<VerifiedMessage, VerifyError> {
-        if let Some(result) = self.verified.get(&frame) {
+    /// Verifies `frame` as received from `from`: the simulated network knows the true sender,
+    /// as an authenticated connection would (replies are authenticated that way, unsigned).
+    pub(super) fn verify(
+        &mut self,
+        from: Endpoint,
+        frame: Bytes,
+    ) -> Result<VerifiedMessage, VerifyError> {
+        let peer = match from {
+            Endpoint::Replica(id) => Principal::Replica(id),
+            Endpoint::Client(id) => Principal::Client(id),
+        };
+        let key = (peer, frame);
+        if let Some(result) = self.verified.get(&key) {
             return result.clone();
         }
         if self.verified.len() >= VERIFY_CACHE {
             self.verified.clear();
         }
-        let result = self.verifier.verify(frame.clone());
-        self.verified.insert(frame, result.clone());
+        let result = self.verifier.verify_from(peer, key.1.clone());
+        self.verified.insert(key, result.clone());
         result
     }
 
     pub(super) fn deliver(&mut self, from: Endpoint, to: Target, frame: Bytes, from_correct: bool) {
         self.trace.deliver(self.now, from, to_endpoint(to), &frame);
         self.stats.delivered += 1;
-        let message = match self.verify(frame.clone()) {
+        let message = match self.verify(from, frame.clone()) {
             Ok(message) => message,
             Err(error) => {
                 self.stats.refused += 1;
