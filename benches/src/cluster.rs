@@ -29,6 +29,8 @@ pub struct ClusterSpec {
     pub storage: StorageMode,
     /// Parent of the replicas' data directories (disk mode).
     pub data_root: PathBuf,
+    /// The limits (window, batch sizes, batches in flight); `None` for the defaults.
+    pub limits: Option<bft_core::Limits>,
 }
 
 /// Why the cluster could not start.
@@ -59,7 +61,11 @@ impl BenchCluster {
     /// Starts `3f+1` replicas (from empty data directories in disk mode). Call from within a
     /// tokio runtime.
     pub fn start(spec: &ClusterSpec) -> Result<BenchCluster, ClusterError> {
-        let config = Arc::new(config(spec.f, spec.clients));
+        let mut config = config(spec.f, spec.clients);
+        if let Some(limits) = spec.limits {
+            config.limits = limits;
+        }
+        let config = Arc::new(config);
         let sockets = (0..config.n())
             .map(|_| UdpSocket::bind("127.0.0.1:0"))
             .collect::<Result<Vec<_>, _>>()?;

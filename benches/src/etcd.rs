@@ -71,8 +71,6 @@ const PROBE_MAX_BYTES: u64 = 64 * 1024;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Bound on one gRPC request (sent to etcd as the request's deadline too).
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-/// Linux's user-visible clock tick (`USER_HZ`), the unit of CPU times in `/proc/<pid>/stat`.
-const USER_HZ: u64 = 100;
 
 /// What went wrong starting, probing or using etcd.
 #[derive(Debug, thiserror::Error)]
@@ -363,30 +361,12 @@ impl EtcdCluster {
     /// CPU time (user plus system) the members have used since they started, summed; `None`
     /// where `/proc` cannot be read.
     pub fn cpu_time(&self) -> Option<Duration> {
-        let mut ticks = 0;
-        for pid in self.member_pids() {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-            // The command name (field 2) is in parentheses and may hold spaces: count fields
-            // from after it. utime and stime are fields 14 and 15, so 11 and 12 from there.
-            let rest = stat.get(stat.rfind(')')? + 1..)?;
-            let mut fields = rest.split_whitespace().skip(11);
-            let user: u64 = fields.next()?.parse().ok()?;
-            let system: u64 = fields.next()?.parse().ok()?;
-            ticks += user + system;
-        }
-        Some(Duration::from_millis(ticks * 1000 / USER_HZ))
+        crate::resources::sample_processes(&self.member_pids()).map(|r| r.cpu)
     }
 
     /// The members' resident memory now, summed, in bytes; `None` where `/proc` cannot be read.
     pub fn resident_bytes(&self) -> Option<u64> {
-        let mut total = 0;
-        for pid in self.member_pids() {
-            let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-            let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-            let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-            total += kib * 1024;
-        }
-        Some(total)
+        crate::resources::sample_processes(&self.member_pids()).map(|r| r.rss_bytes)
     }
 
     /// Kills (SIGKILL) and reaps every member. Their data directories and logs stay in the data

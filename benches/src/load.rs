@@ -2,9 +2,11 @@
 //! the process's CPU time and resident memory are sampled.
 
 use crate::baseline::BaselineClient;
+use crate::etcd::EtcdClient;
 use crate::resources::{self, Resources};
 use bft_net::AsyncClient;
 use hdrhistogram::Histogram;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// What load to apply.
@@ -27,6 +29,14 @@ pub enum Target {
     Bft(AsyncClient),
     /// The crash-only baseline (the sequencer's one reply).
     CrashOnly(BaselineClient),
+    /// An etcd cluster in other processes: an operation is a PUT of its bytes after the first 8
+    /// (the value) at its first 8 (the key).
+    Etcd {
+        /// The gRPC client.
+        client: EtcdClient,
+        /// The members' process ids, whose CPU and memory count with this process's.
+        servers: Arc<[u32]>,
+    },
 }
 
 impl Target {
@@ -34,6 +44,19 @@ impl Target {
         match self {
             Target::Bft(client) => client.invoke(operation).await.is_ok(),
             Target::CrashOnly(client) => client.invoke(lane, operation).await.is_ok(),
+            Target::Etcd { client, .. } => {
+                let mut key = operation;
+                let value = key.split_off(8.min(key.len()));
+                client.put(lane, key, value).await.is_ok()
+            }
+        }
+    }
+
+    /// Processes other than this one that serve the target.
+    fn servers(&self) -> Arc<[u32]> {
+        match self {
+            Target::Etcd { servers, .. } => servers.clone(),
+            _ => Arc::from([]),
         }
     }
 
@@ -42,6 +65,7 @@ impl Target {
         match self {
             Target::Bft(client) => client.shutdown().await,
             Target::CrashOnly(client) => client.shutdown().await,
+            Target::Etcd { client, .. } => client.shutdown().await,
         }
     }
 }
@@ -57,10 +81,11 @@ pub struct LoadReport {
     pub elapsed: Duration,
     /// Latency of each completed operation, in microseconds.
     pub latency_us: Histogram<u64>,
-    /// CPU time (user + system) the whole process (servers and clients) spent in the measured
-    /// time.
+    /// CPU time (user + system) spent in the measured time by this process (servers and
+    /// clients, or clients only) and by the target's server processes if it has any.
     pub cpu: Duration,
-    /// Resident memory of the process when measuring began, in bytes.
+    /// Resident memory of the process (plus the target's server processes) when measuring
+    /// began, in bytes.
     pub rss_start: u64,
     /// Highest resident memory sampled during the measured time, in bytes.
     pub rss_peak: u64,
@@ -79,7 +104,7 @@ impl LoadReport {
         self.latency_us.value_at_quantile(quantile) as f64 / 1000.0
     }
 
-    /// CPU seconds per thousand operations (all of the process: replicas and clients).
+    /// CPU seconds per thousand operations (servers and clients).
     pub fn cpu_seconds_per_kop(&self) -> f64 {
         if self.operations == 0 {
             return f64::NAN;
@@ -101,7 +126,13 @@ pub async fn run_load(
     let start = Instant::now();
     let measure_from = start + spec.warmup;
     let end = measure_from + spec.duration;
-    let sampler = tokio::spawn(sample_resources(start, measure_from, end, tick));
+    let sampler = tokio::spawn(sample_resources(
+        start,
+        measure_from,
+        end,
+        target.servers(),
+        tick,
+    ));
     let mut tasks = tokio::task::JoinSet::new();
     for lane in 0..spec.clients {
         let target = target.clone();
@@ -167,10 +198,23 @@ struct Usage {
     rss_end: u64,
 }
 
+/// This process's resources plus those of `servers`.
+fn sample_all(servers: &[u32]) -> Resources {
+    let own = resources::sample();
+    match resources::sample_processes(servers) {
+        Some(other) => Resources {
+            cpu: own.cpu + other.cpu,
+            rss_bytes: own.rss_bytes + other.rss_bytes,
+        },
+        None => own,
+    }
+}
+
 async fn sample_resources(
     start: Instant,
     measure_from: Instant,
     end: Instant,
+    servers: Arc<[u32]>,
     tick: impl Fn(),
 ) -> Usage {
     let mut next_tick = start + Duration::from_secs(1);
@@ -180,13 +224,13 @@ async fn sample_resources(
         next_tick += Duration::from_secs(1);
     }
     tokio::time::sleep_until(measure_from.into()).await;
-    let first = resources::sample();
+    let first = sample_all(&servers);
     let mut peak = first.rss_bytes;
     let period = Duration::from_millis(200);
     let mut at = measure_from + period;
     while at < end {
         tokio::time::sleep_until(at.into()).await;
-        peak = peak.max(resources::sample().rss_bytes);
+        peak = peak.max(sample_all(&servers).rss_bytes);
         if at >= next_tick {
             tick();
             next_tick += Duration::from_secs(1);
@@ -194,7 +238,7 @@ async fn sample_resources(
         at += period;
     }
     tokio::time::sleep_until(end.into()).await;
-    let final_sample: Resources = resources::sample();
+    let final_sample: Resources = sample_all(&servers);
     Usage {
         cpu: final_sample.cpu.saturating_sub(first.cpu),
         rss_start: first.rss_bytes,

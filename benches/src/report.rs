@@ -17,6 +17,9 @@ pub enum SystemKind {
     BftDisk,
     /// The crash-only baseline: a sequencer multicasting batches, done at a majority.
     CrashOnly,
+    /// A 3-member etcd (Debian's `etcd-server`, fsync on) on loopback, written through its
+    /// gRPC API: the store users pick today.
+    Etcd,
 }
 
 impl SystemKind {
@@ -26,9 +29,13 @@ impl SystemKind {
             SystemKind::Bft => "bft",
             SystemKind::BftDisk => "bft-disk",
             SystemKind::CrashOnly => "crash-only",
+            SystemKind::Etcd => "etcd",
         }
     }
 }
+
+/// The members of the etcd cluster the harness runs (its `n`).
+pub const ETCD_MEMBERS: usize = 3;
 
 /// One run, summarized.
 #[derive(Debug, Clone, Serialize)]
@@ -210,13 +217,21 @@ impl Results {
                 "bft-disk / crash-only",
             ),
             (SystemKind::BftDisk, SystemKind::Bft, "bft-disk / bft"),
+            (SystemKind::BftDisk, SystemKind::Etcd, "bft-disk / etcd"),
+            (SystemKind::Bft, SystemKind::Etcd, "bft / etcd"),
         ];
         for m in &self.measurements {
             for (a, b, name) in pairs {
                 if m.system != a {
                     continue;
                 }
-                if let Some(other) = self.find(b, m.n, m.clients) {
+                // etcd always has its 3 members.
+                let n = if b == SystemKind::Etcd {
+                    ETCD_MEMBERS
+                } else {
+                    m.n
+                };
+                if let Some(other) = self.find(b, n, m.clients) {
                     ratios.push(Ratio {
                         name: name.to_string(),
                         n: m.n,
@@ -313,6 +328,7 @@ fn series_color(system: SystemKind, n: usize) -> RGBAColor {
         SystemKind::Bft => (31u8, 119u8, 180u8),
         SystemKind::BftDisk => (214, 39, 40),
         SystemKind::CrashOnly => (44, 160, 44),
+        SystemKind::Etcd => (148, 103, 189),
     };
     let shade = |c: u8| (f64::from(c) * 4.0 / n.max(4) as f64) as u8;
     RGBColor(shade(r), shade(g), shade(b)).to_rgba()

@@ -35,7 +35,36 @@ fn cpu_time() -> Duration {
 }
 
 fn resident_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    vm_rss(&std::fs::read_to_string("/proc/self/status").ok()?)
+}
+
+/// Linux's user-visible clock tick (`USER_HZ`), the unit of CPU times in `/proc/<pid>/stat`.
+const USER_HZ: u64 = 100;
+
+/// Reads other processes' CPU time and resident memory, summed (`/proc/<pid>/stat` and
+/// `/proc/<pid>/status`); `None` where `/proc` cannot be read for one of them.
+pub fn sample_processes(pids: &[u32]) -> Option<Resources> {
+    let mut ticks = 0;
+    let mut rss_bytes = 0;
+    for pid in pids {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // The command name (field 2) is in parentheses and may hold spaces: count fields from
+        // after it. utime and stime are fields 14 and 15, so 11 and 12 from there.
+        let rest = stat.get(stat.rfind(')')? + 1..)?;
+        let mut fields = rest.split_whitespace().skip(11);
+        let user: u64 = fields.next()?.parse().ok()?;
+        let system: u64 = fields.next()?.parse().ok()?;
+        ticks += user + system;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        rss_bytes += vm_rss(&status)?;
+    }
+    Some(Resources {
+        cpu: Duration::from_millis(ticks * 1000 / USER_HZ),
+        rss_bytes,
+    })
+}
+
+fn vm_rss(status: &str) -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)

@@ -39,15 +39,18 @@ const VERIFIED_QUEUE: usize = 4096;
 const GROUP_COMMIT_STEPS: usize = 256;
 /// How often the published status is refreshed under load, at most.
 const STATUS_INTERVAL: Duration = Duration::from_millis(5);
-/// How often the service digest in the published status is recomputed under load, at most.
-pub const DIGEST_INTERVAL: Duration = Duration::from_millis(500);
+/// How often the service digest in the published status is recomputed under load, at most
+/// (it digests the whole service state: not something to do often on the hot path).
+pub const DIGEST_INTERVAL: Duration = Duration::from_secs(2);
+/// How long a replica must have been idle before its published digest is brought up to date.
+pub const DIGEST_IDLE: Duration = Duration::from_millis(50);
 
 /// What a running replica reports (refreshed every few milliseconds).
 #[derive(Debug, Clone)]
 pub struct Snapshot {
     /// The replica's status. Its `service_digest` digests the whole service state, so under load
-    /// it is recomputed only every [`DIGEST_INTERVAL`] and whenever the replica is idle: it is
-    /// the digest as of [`Snapshot::service_digest_at`].
+    /// it is recomputed only every [`DIGEST_INTERVAL`] and once the replica has been idle for
+    /// [`DIGEST_IDLE`]: it is the digest as of [`Snapshot::service_digest_at`].
     pub status: Status,
     /// Its counters.
     pub metrics: Metrics,
@@ -65,7 +68,7 @@ impl Snapshot {
 
 /// Publishes snapshots: at most every [`STATUS_INTERVAL`] under load (reusing a digest up to
 /// [`DIGEST_INTERVAL`] old), and with a fresh digest once the replica has been idle for
-/// [`STATUS_INTERVAL`].
+/// [`DIGEST_IDLE`].
 struct Publisher {
     published: Instant,
     digest: Digest,
@@ -73,6 +76,8 @@ struct Publisher {
     digest_computed: Instant,
     /// A publication is due: steps ran since the last one, or its digest was stale.
     dirty: bool,
+    /// Steps ran since the last publication.
+    status_due: bool,
     /// When the last steps ran.
     last_step: Instant,
 }
@@ -87,13 +92,19 @@ impl Publisher {
                 .last_executed,
             digest_computed: Instant::now(),
             dirty: false,
+            status_due: false,
             last_step: Instant::now(),
         }
     }
 
-    /// When to publish next if no step comes first.
+    /// When to publish next if no step comes first: the status soon after the last steps, the
+    /// fresh digest once idle.
     fn next_publication(&self) -> Instant {
-        self.published.max(self.last_step) + STATUS_INTERVAL
+        if self.status_due {
+            self.published.max(self.last_step) + STATUS_INTERVAL
+        } else {
+            self.last_step + DIGEST_IDLE
+        }
     }
 
     fn publish<S: Service>(
@@ -112,6 +123,7 @@ impl Publisher {
         // A publication with a stale digest leaves the idle publication due: without it, a
         // replica whose last steps happened to publish would never show its final digest.
         self.dirty = self.digest_at != status.last_executed;
+        self.status_due = false;
         snapshots.send_replace(Snapshot {
             status,
             metrics: replica.metrics().clone(),
@@ -123,6 +135,7 @@ impl Publisher {
     /// After steps ran: publish if the last publication is [`STATUS_INTERVAL`] old.
     fn stepped<S: Service>(&mut self, replica: &Replica<S>, snapshots: &watch::Sender<Snapshot>) {
         self.dirty = true;
+        self.status_due = true;
         self.last_step = Instant::now();
         if self.published.elapsed() >= STATUS_INTERVAL {
             self.publish(replica, snapshots, false);
@@ -130,9 +143,9 @@ impl Publisher {
     }
 
     /// When [`Publisher::next_publication`] passed with no step: publish, with a fresh digest
-    /// once idle for [`STATUS_INTERVAL`].
+    /// once idle for [`DIGEST_IDLE`].
     fn due<S: Service>(&mut self, replica: &Replica<S>, snapshots: &watch::Sender<Snapshot>) {
-        let idle = self.last_step.elapsed() >= STATUS_INTERVAL;
+        let idle = self.last_step.elapsed() >= DIGEST_IDLE;
         self.publish(replica, snapshots, idle);
     }
 }

@@ -1,9 +1,11 @@
 //! `cargo run --release -p benches --bin cluster-bench`: the BFT cluster (in memory and with
 //! durable storage) and the crash-only baseline, over the same QUIC transport on loopback, under
 //! the same closed-loop load, in one invocation; throughput, latency, CPU per operation, memory,
-//! and the ratios between them. Results go to a folder as JSON and SVG plots.
+//! and the ratios between them. With `--systems ...,etcd`, also a 3-member etcd on loopback
+//! (Debian's `etcd-server`) under the same load. Results go to a folder as JSON and SVG plots.
 
-use benches::report::{Measurement, Results, SystemKind, write_results};
+use benches::etcd::{EtcdClient, EtcdCluster};
+use benches::report::{ETCD_MEMBERS, Measurement, Results, SystemKind, write_results};
 use benches::{
     BaselineCluster, BenchCluster, ClusterSpec, LoadSpec, StorageMode, Target, run_load,
 };
@@ -18,7 +20,8 @@ use std::time::Duration;
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
-    /// Systems to run.
+    /// Systems to run (`etcd` needs Debian's `etcd-server` installed; it always has 3 members,
+    /// whatever `--f`).
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = [SystemKind::Bft, SystemKind::BftDisk, SystemKind::CrashOnly])]
     systems: Vec<SystemKind>,
     /// Faults tolerated, one cluster size per value (n = 3f+1: 1 → 4, 2 → 7, 3 → 10).
@@ -48,6 +51,10 @@ struct Args {
     /// Where to write `results.json`, `throughput.svg` and `latency.svg`.
     #[arg(long, default_value = "target/bench-results")]
     out: PathBuf,
+    /// Batches the primary (or the baseline's sequencer) keeps in flight before it holds
+    /// requests back to batch them (default: the library's default limit).
+    #[arg(long)]
+    max_in_flight: Option<u64>,
     /// No progress bar.
     #[arg(long)]
     no_progress: bool,
@@ -67,7 +74,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if args.runs == 0 || args.seconds == 0 || client_counts.contains(&0) || args.f.contains(&0) {
         return Err("--runs, --seconds, --clients and --f must be positive".into());
     }
-    let configurations = args.f.len() * client_counts.len() * args.systems.len();
+    let etcd_runs = usize::from(args.systems.contains(&SystemKind::Etcd));
+    let configurations =
+        client_counts.len() * (args.f.len() * (args.systems.len() - etcd_runs) + etcd_runs);
     println!(
         "cluster-bench: {} ({}), clients {:?}, {}-byte operations, {} s measured after {} s warm-up, {} runs each",
         args.systems
@@ -91,15 +100,23 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         configurations as u64 * args.runs as u64 * (args.seconds + args.warmup),
     );
     let mut results = Results::new(args.operation_bytes, args.seconds, args.warmup, args.runs);
-    for &f in &args.f {
+    for (f_index, &f) in args.f.iter().enumerate() {
         for &clients in &client_counts {
             for &system in &args.systems {
+                // etcd's size does not follow --f: run it once per client count.
+                if system == SystemKind::Etcd && f_index > 0 {
+                    continue;
+                }
+                let n = if system == SystemKind::Etcd {
+                    ETCD_MEMBERS
+                } else {
+                    3 * f + 1
+                };
                 let mut runs = Vec::new();
                 for run in 0..args.runs {
                     progress.set_message(format!(
-                        "{} n={} clients={clients} run {}/{}",
+                        "{} n={n} clients={clients} run {}/{}",
                         system.name(),
-                        3 * f + 1,
                         run + 1,
                         args.runs
                     ));
@@ -109,13 +126,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                         warmup: Duration::from_secs(args.warmup),
                         duration: Duration::from_secs(args.seconds),
                     };
-                    let report = run_once(system, f, &spec, &args.data_root, &progress).await?;
+                    let report = run_once(system, f, &spec, &args, &progress).await?;
                     say(
                         &progress,
                         format!(
-                            "  {:<10} n={:<2} clients={clients:<4} run {}: {:>8.0} ops/s  p50 {:>7.2} ms  p99 {:>7.2} ms  p999 {:>7.2} ms  cpu {:.3} s/kop  rss {:.0} MiB  ({} failed)",
+                            "  {:<10} n={n:<2} clients={clients:<4} run {}: {:>8.0} ops/s  p50 {:>7.2} ms  p99 {:>7.2} ms  p999 {:>7.2} ms  cpu {:.3} s/kop  rss {:.0} MiB  ({} failed)",
                             system.name(),
-                            3 * f + 1,
                             run + 1,
                             report.throughput(),
                             report.latency_ms(0.5),
@@ -128,7 +144,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     );
                     runs.push(report);
                 }
-                results.push(Measurement::from_runs(system, 3 * f + 1, clients, runs));
+                results.push(Measurement::from_runs(system, n, clients, runs));
             }
         }
     }
@@ -145,9 +161,15 @@ async fn run_once(
     system: SystemKind,
     f: usize,
     spec: &LoadSpec,
-    data_root: &Path,
+    args: &Args,
     progress: &ProgressBar,
 ) -> Result<benches::LoadReport, Box<dyn std::error::Error>> {
+    let data_root = args.data_root.as_path();
+    // The same limits for the BFT cluster and the baseline.
+    let mut limits = bft_core::Limits::default();
+    if let Some(batches) = args.max_in_flight {
+        limits.max_in_flight_batches = batches;
+    }
     let tick = {
         let progress = progress.clone();
         move || progress.inc(1)
@@ -164,6 +186,7 @@ async fn run_once(
                     StorageMode::Memory
                 },
                 data_root: data.clone(),
+                limits: Some(limits),
             })?;
             let target = Target::Bft(cluster.client()?);
             let report = run_load(&target, spec, tick).await;
@@ -173,12 +196,31 @@ async fn run_once(
             report
         }
         SystemKind::CrashOnly => {
-            let config = Arc::new(bft_core::testkit::config(f, spec.clients as u64));
+            let mut config = bft_core::testkit::config(f, spec.clients as u64);
+            config.limits = limits;
+            let config = Arc::new(config);
             let cluster = BaselineCluster::start(config)?;
             let target = Target::CrashOnly(cluster.client()?);
             let report = run_load(&target, spec, tick).await;
             target.shutdown().await;
             cluster.shutdown().await;
+            report
+        }
+        SystemKind::Etcd => {
+            let data = fresh_dir(data_root)?;
+            let cluster = EtcdCluster::start(&data)?;
+            // Every member's endpoint, connections spread round-robin, as etcd's own benchmark
+            // tool does; followers forward writes to the leader.
+            let endpoints = cluster.client_endpoints();
+            let connections = spec.clients.clamp(1, 3 * ETCD_MEMBERS);
+            let target = Target::Etcd {
+                client: EtcdClient::connect(&endpoints, connections).await?,
+                servers: cluster.member_pids().into(),
+            };
+            let report = run_load(&target, spec, tick).await;
+            target.shutdown().await;
+            cluster.shutdown();
+            let _ = std::fs::remove_dir_all(&data);
             report
         }
     };
