@@ -21,14 +21,14 @@ use bft_net::{Inbound, Transport, TransportOptions};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::cluster::ClusterError;
+use crate::cluster::{ClusterError, bind_loopback};
 use crate::service::WriteService;
 
 /// The sequencer's id.
@@ -83,13 +83,7 @@ pub struct BaselineCluster {
 impl BaselineCluster {
     /// Starts `config.n()` nodes, node 0 the sequencer. Call from within a tokio runtime.
     pub fn start(config: Arc<ClusterConfig>) -> Result<BaselineCluster, ClusterError> {
-        let sockets = (0..config.n())
-            .map(|_| UdpSocket::bind("127.0.0.1:0"))
-            .collect::<Result<Vec<_>, _>>()?;
-        let addresses = sockets
-            .iter()
-            .map(UdpSocket::local_addr)
-            .collect::<Result<Vec<_>, _>>()?;
+        let (sockets, addresses) = bind_loopback(config.n())?;
         let mut transports = Vec::new();
         let mut tasks = Vec::new();
         for (i, socket) in sockets.into_iter().enumerate() {

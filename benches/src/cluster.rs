@@ -50,6 +50,18 @@ pub enum ClusterError {
     Connect(#[from] bft_net::ConnectError),
 }
 
+/// Binds `n` UDP sockets on loopback, one per node; returns them with their addresses.
+pub(crate) fn bind_loopback(n: usize) -> std::io::Result<(Vec<UdpSocket>, Vec<SocketAddr>)> {
+    let sockets = (0..n)
+        .map(|_| UdpSocket::bind("127.0.0.1:0"))
+        .collect::<Result<Vec<_>, _>>()?;
+    let addresses = sockets
+        .iter()
+        .map(UdpSocket::local_addr)
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((sockets, addresses))
+}
+
 /// A running cluster.
 pub struct BenchCluster {
     config: Arc<ClusterConfig>,
@@ -66,13 +78,7 @@ impl BenchCluster {
             config.limits = limits;
         }
         let config = Arc::new(config);
-        let sockets = (0..config.n())
-            .map(|_| UdpSocket::bind("127.0.0.1:0"))
-            .collect::<Result<Vec<_>, _>>()?;
-        let addresses = sockets
-            .iter()
-            .map(UdpSocket::local_addr)
-            .collect::<Result<Vec<_>, _>>()?;
+        let (sockets, addresses) = bind_loopback(config.n())?;
         let mut replicas = Vec::new();
         for (i, socket) in sockets.into_iter().enumerate() {
             let id = ReplicaId(i as u32);
