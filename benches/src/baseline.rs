@@ -4,8 +4,8 @@
 //! This is the "fault-tolerant multicast" that Byzantine agreement is usually compared with:
 //! - a client sends its request to the sequencer (node 0) only, and trusts its one reply;
 //! - the sequencer cuts batches with the BFT cluster's limits (`max_batch_requests`,
-//!   `max_batch_bytes`) and keeps at most `max_in_flight_batches` unacknowledged, as the BFT
-//!   primary does;
+//!   `max_batch_bytes`) and keeps at most `max_in_flight_batches` unacknowledged, starting a batch
+//!   behind others only when it is full, as the BFT primary does;
 //! - each follower executes a batch in sequence order and acknowledges it;
 //! - once a majority of the `n` nodes (the sequencer included) hold a batch, the sequencer
 //!   executes it and replies.
@@ -223,9 +223,27 @@ impl Sequencer {
         }
     }
 
-    /// Cuts and multicasts batches while the pipeline has room.
+    /// Whether a full batch is pending (by count or by bytes).
+    fn full_batch_pending(&self) -> bool {
+        self.pending.len() >= self.max_batch_requests
+            || self
+                .pending
+                .iter()
+                .map(|r| r.operation.len())
+                .try_fold(0usize, |sum, len| {
+                    let sum = sum + len;
+                    (sum < self.max_batch_bytes).then_some(sum)
+                })
+                .is_none()
+    }
+
+    /// Cuts and multicasts batches while the pipeline has room, with the BFT primary's rule: a
+    /// batch starts at once when none is in flight, and behind others only when it is full.
     fn propose(&mut self) {
-        while self.in_flight.len() < self.max_in_flight && !self.pending.is_empty() {
+        while self.in_flight.len() < self.max_in_flight
+            && !self.pending.is_empty()
+            && (self.in_flight.is_empty() || self.full_batch_pending())
+        {
             let mut requests = Vec::new();
             let mut bytes = 0;
             while let Some(next) = self.pending.front() {

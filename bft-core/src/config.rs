@@ -63,8 +63,9 @@ pub struct Limits {
     /// The window `L`: sequence numbers accepted lie in `(h, h + L]`, where `h` is the low
     /// watermark (PBFT section 4.2).
     pub window: u64,
-    /// Most batches the primary keeps in flight (proposed, not yet executed) at once. New
-    /// batches form while earlier ones are in flight, so the primary never idles under load.
+    /// Most batches the primary keeps in flight (proposed, not yet executed) at once. While one
+    /// is in flight, the primary proposes another only once a full batch (`max_batch_requests`
+    /// or `max_batch_bytes`) is queued; smaller loads wait and batch up behind the one in flight.
     pub max_in_flight_batches: u64,
     /// K: a checkpoint is taken after executing every sequence number that is a multiple of K
     /// (PBFT section 4.3). At most `window` (typically half of it).

@@ -97,7 +97,8 @@ fn long_run_keeps_the_log_within_the_window() {
 fn a_replica_cut_off_for_several_intervals_catches_up_by_state_transfer() {
     let mut cluster = Cluster::new(small_checkpoints(1, 4, 16));
     cluster.silent.insert(ReplicaId(3));
-    run_rounds(&mut cluster, 4, 1, 40, |_, _| {});
+    // Requests of the four clients share batches: 120 each make well over 5 * 16 batches.
+    run_rounds(&mut cluster, 4, 1, 120, |_, _| {});
     assert!(
         cluster.replicas[0].status().low_watermark.0 >= 5 * 16,
         "several intervals passed"

@@ -111,6 +111,63 @@ fn primary_batches_requests_that_arrive_while_batches_are_in_flight() {
     cluster.assert_agreement(&BTreeSet::new());
 }
 
+/// While a batch is in flight, the primary holds further requests back until the batch executes
+/// (they then share one batch), unless a full batch is queued, which it pipelines at once: batches
+/// grow with the load, and loads that fill batches still use `max_in_flight_batches`.
+#[test]
+fn primary_pipelines_only_full_batches_behind_one_in_flight() {
+    // (requests to a batch, limited by bytes, then last assigned and requests still queued once
+    // two more requests arrived behind the first batch)
+    let cases = [(256, None, 1, 2), (2, None, 2, 0), (256, Some(()), 2, 1)];
+    for (max_batch_requests, by_bytes, assigned, queued) in cases {
+        let mut config = harness::config(1, 3);
+        config.limits.max_batch_requests = max_batch_requests;
+        let operation_bytes = 600;
+        if by_bytes.is_some() {
+            // One request frame fits, two do not.
+            config.limits.max_operation_bytes = operation_bytes;
+            config.limits.max_batch_bytes = config.limits.max_request_frame_bytes();
+        }
+        assert!(config.limits.max_in_flight_batches >= 2);
+        let mut cluster = Cluster::new(config);
+        // Hold the primary's pre-prepares back: its first batch stays in flight.
+        let held = std::rc::Rc::new(std::cell::Cell::new(true));
+        let holding = held.clone();
+        let primary = harness::Node::Replica(ReplicaId(0));
+        cluster.filter = Some(Box::new(move |e: &mut harness::Envelope| {
+            !(holding.get() && e.from == primary && matches!(e.to, harness::Node::Replica(_)))
+        }));
+        cluster.submit(ClientId(1), vec![1; operation_bytes]);
+        while cluster.deliver_one() {}
+        assert_eq!(cluster.replicas[0].status().last_assigned, SeqNum(1));
+        cluster.submit(ClientId(2), vec![2; operation_bytes]);
+        cluster.submit(ClientId(3), vec![3; operation_bytes]);
+        while cluster.deliver_one() {}
+        let status = cluster.replicas[0].status();
+        assert_eq!(status.last_executed, SeqNum(0));
+        // Held back (256 to a batch, two queued), or pipelined: two requests are a full batch by
+        // count, or by bytes (one goes out, the other, no longer a full batch, waits).
+        assert_eq!(status.last_assigned, SeqNum(assigned), "{status:?}");
+        assert_eq!(status.queued_requests, queued, "{status:?}");
+        // Released, the pre-prepares go out again on the vote timer and everything executes;
+        // unless limited by bytes, the two later requests shared the second batch.
+        held.set(false);
+        assert!(cluster.run_until(Duration::from_secs(60), |c| c.completed.len() == 3));
+        let seqs: BTreeSet<SeqNum> = cluster.executed[1].iter().map(|e| e.seq).collect();
+        if by_bytes.is_some() {
+            // Two requests never share a batch: three sequence numbers.
+            assert_eq!(seqs.len(), 3);
+        } else {
+            assert_eq!(
+                seqs,
+                BTreeSet::from([SeqNum(1), SeqNum(2)]),
+                "{max_batch_requests}"
+            );
+        }
+        cluster.assert_agreement(&BTreeSet::new());
+    }
+}
+
 /// A batch never exceeds `max_batch_requests`.
 #[test]
 fn batches_respect_the_request_limit() {

@@ -1,5 +1,7 @@
 //! The persistence thread: a replica's storage runs on its own thread, so the driver task keeps
 //! stepping the replica while a group of records is being fsynced (group commit across steps).
+//! Storage that keeps records in memory ([`Storage::may_block`] is `false`) is persisted inline
+//! by the driver task instead, in the same order.
 //!
 //! The driver hands over each step group's [`Actions`]; the thread takes everything queued,
 //! absorbs it into one, persists it with one [`Actions::persist_then_send`] (one fsync on disk),
@@ -13,20 +15,42 @@ use tokio::sync::mpsc;
 /// Step groups queued towards the persistence thread, at most (the driver waits beyond).
 const QUEUED_GROUPS: usize = 64;
 
-/// A replica's storage on its persistence thread.
-pub(crate) struct Persister {
-    queue: mpsc::Sender<Actions>,
-    thread: std::thread::JoinHandle<Result<(), String>>,
+/// A replica's storage: on its persistence thread when persisting may block on I/O, or inline
+/// on the driver task when it only keeps records in memory ([`Storage::may_block`]).
+pub(crate) enum Persister<St> {
+    /// Storage on its own thread.
+    Thread {
+        queue: mpsc::Sender<Actions>,
+        thread: std::thread::JoinHandle<Result<(), String>>,
+    },
+    /// Storage persisted by the driver task itself.
+    Inline {
+        storage: St,
+        transport: Transport,
+        me: ReplicaId,
+        n: u32,
+        /// Why persisting failed, once it has.
+        failed: Option<String>,
+    },
 }
 
-impl Persister {
-    /// Starts the thread with `storage`; persisted frames go out on `transport` (replica `me` of
+impl<St> Persister<St>
+where
+    St: Storage + Send + 'static,
+    St::Error: std::fmt::Display,
+{
+    /// Starts persisting to `storage`; persisted frames go out on `transport` (replica `me` of
     /// `n`). Must be called within a tokio runtime.
-    pub(crate) fn start<St>(storage: St, transport: Transport, me: ReplicaId, n: u32) -> Persister
-    where
-        St: Storage + Send + 'static,
-        St::Error: std::fmt::Display,
-    {
+    pub(crate) fn start(storage: St, transport: Transport, me: ReplicaId, n: u32) -> Persister<St> {
+        if !storage.may_block() {
+            return Persister::Inline {
+                storage,
+                transport,
+                me,
+                n,
+                failed: None,
+            };
+        }
         let (queue, receiver) = mpsc::channel(QUEUED_GROUPS);
         let runtime = tokio::runtime::Handle::current();
         let thread = std::thread::Builder::new()
@@ -37,23 +61,48 @@ impl Persister {
                 run(storage, receiver, &transport, me, n)
             })
             .expect("the persistence thread starts");
-        Persister { queue, thread }
+        Persister::Thread { queue, thread }
     }
 
-    /// Queues a step group. Fails if the thread has stopped (its storage failed).
-    pub(crate) async fn submit(&self, actions: Actions) -> Result<(), ()> {
-        self.queue.send(actions).await.map_err(|_| ())
+    /// Persists a step group then sends its frames (inline), or queues it (thread). Fails if
+    /// storage has failed.
+    pub(crate) async fn submit(&mut self, actions: Actions) -> Result<(), ()> {
+        match self {
+            Persister::Thread { queue, .. } => queue.send(actions).await.map_err(|_| ()),
+            Persister::Inline {
+                storage,
+                transport,
+                me,
+                n,
+                failed,
+            } => {
+                if failed.is_some() {
+                    return Err(());
+                }
+                match persist_and_send(storage, actions, transport, *me, *n) {
+                    Ok(()) => Ok(()),
+                    Err(message) => {
+                        *failed = Some(message);
+                        Err(())
+                    }
+                }
+            }
+        }
     }
 
-    /// Persists and sends what is queued, stops the thread, and says why it had stopped if it
-    /// had (a storage error).
+    /// Persists and sends what is queued, stops the thread if there is one, and says why storage
+    /// had failed if it had.
     pub(crate) async fn finish(self) -> Result<(), String> {
-        drop(self.queue);
-        let thread = self.thread;
-        tokio::task::spawn_blocking(move || thread.join())
-            .await
-            .map_err(|e| format!("the persistence thread was lost: {e}"))?
-            .map_err(|_| "the persistence thread panicked".to_string())?
+        match self {
+            Persister::Thread { queue, thread } => {
+                drop(queue);
+                tokio::task::spawn_blocking(move || thread.join())
+                    .await
+                    .map_err(|e| format!("the persistence thread was lost: {e}"))?
+                    .map_err(|_| "the persistence thread panicked".to_string())?
+            }
+            Persister::Inline { failed, .. } => failed.map_or(Ok(()), Err),
+        }
     }
 }
 
@@ -72,17 +121,33 @@ where
         while let Ok(more) = receiver.try_recv() {
             actions.absorb(more);
         }
-        let outgoing = actions
-            .persist_then_send(&mut storage)
-            .map_err(|e| e.to_string())?;
-        for out in outgoing {
-            match out.to {
-                Destination::Replica(r) => transport.send(Principal::Replica(r), out.frame),
-                Destination::Client(c) => transport.send(Principal::Client(c), out.frame),
-                Destination::OtherReplicas => {
-                    for r in (0..n).map(ReplicaId).filter(|r| *r != me) {
-                        transport.send(Principal::Replica(r), out.frame.clone());
-                    }
+        persist_and_send(&mut storage, actions, transport, me, n)?;
+    }
+    Ok(())
+}
+
+/// Persists `actions`' records, then hands its frames to the transport.
+fn persist_and_send<St>(
+    storage: &mut St,
+    actions: Actions,
+    transport: &Transport,
+    me: ReplicaId,
+    n: u32,
+) -> Result<(), String>
+where
+    St: Storage,
+    St::Error: std::fmt::Display,
+{
+    let outgoing = actions
+        .persist_then_send(storage)
+        .map_err(|e| e.to_string())?;
+    for out in outgoing {
+        match out.to {
+            Destination::Replica(r) => transport.send(Principal::Replica(r), out.frame),
+            Destination::Client(c) => transport.send(Principal::Client(c), out.frame),
+            Destination::OtherReplicas => {
+                for r in (0..n).map(ReplicaId).filter(|r| *r != me) {
+                    transport.send(Principal::Replica(r), out.frame.clone());
                 }
             }
         }

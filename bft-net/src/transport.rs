@@ -621,20 +621,25 @@ impl Transport {
                 carried = Some(first);
                 continue;
             };
-            let mut next = Some(first);
-            while let Some(frame) = next.take() {
-                if write_frame(&mut stream, &frame).await.is_err() {
-                    bump(&stats.lost_on_failure);
+            let mut frames = vec![first];
+            loop {
+                // Everything queued meanwhile goes out in the same write.
+                take_queued(&mut queue, &mut frames);
+                let count = frames.len() as u64;
+                if write_frames(&mut stream, &mut frames).await.is_err() {
+                    stats.lost_on_failure.fetch_add(count, Ordering::Relaxed);
                     break;
                 }
-                bump(&stats.frames_sent);
-                next = queue.recv().await;
-                if next.is_none() {
-                    // Shut down: everything queued is written.
-                    let _ = stream.finish();
-                    let _ = stream.stopped().await;
-                    connection.close(close_code::SHUTDOWN.into(), b"shutdown");
-                    return;
+                stats.frames_sent.fetch_add(count, Ordering::Relaxed);
+                match queue.recv().await {
+                    Some(frame) => frames.push(frame),
+                    None => {
+                        // Shut down: everything queued is written.
+                        let _ = stream.finish();
+                        let _ = stream.stopped().await;
+                        connection.close(close_code::SHUTDOWN.into(), b"shutdown");
+                        return;
+                    }
                 }
             }
         }
@@ -645,7 +650,12 @@ impl Transport {
     async fn client_writer(self, id: ClientId, mut queue: mpsc::Receiver<Bytes>) {
         let stats = &self.inner.stats;
         let mut current: Option<(usize, quinn::SendStream)> = None;
+        let mut frames = Vec::new();
         while let Some(frame) = queue.recv().await {
+            frames.clear();
+            frames.push(frame);
+            take_queued(&mut queue, &mut frames);
+            let count = frames.len() as u64;
             let connection = self
                 .inner
                 .clients
@@ -654,7 +664,9 @@ impl Transport {
                 .get(&id)
                 .cloned();
             let Some(connection) = connection else {
-                bump(&stats.dropped_no_connection);
+                stats
+                    .dropped_no_connection
+                    .fetch_add(count, Ordering::Relaxed);
                 continue;
             };
             if current
@@ -664,17 +676,17 @@ impl Transport {
                 current = match connection.open_uni().await {
                     Ok(stream) => Some((connection.stable_id(), stream)),
                     Err(_) => {
-                        bump(&stats.lost_on_failure);
+                        stats.lost_on_failure.fetch_add(count, Ordering::Relaxed);
                         continue;
                     }
                 };
             }
             let (_, stream) = current.as_mut().expect("opened above");
-            if write_frame(stream, &frame).await.is_err() {
-                bump(&stats.lost_on_failure);
+            if write_frames(stream, &mut frames).await.is_err() {
+                stats.lost_on_failure.fetch_add(count, Ordering::Relaxed);
                 current = None;
             } else {
-                bump(&stats.frames_sent);
+                stats.frames_sent.fetch_add(count, Ordering::Relaxed);
             }
         }
         if let Some((_, mut stream)) = current {
@@ -683,14 +695,35 @@ impl Transport {
     }
 }
 
-async fn write_frame(
+/// Frames taken from a queue for one write, at most: enough to fill several packets, few enough
+/// that one slow write does not hold a large burst back.
+const WRITE_BATCH_FRAMES: usize = 64;
+
+/// Moves frames already queued into `frames`, up to [`WRITE_BATCH_FRAMES`] in all, without
+/// waiting.
+fn take_queued(queue: &mut mpsc::Receiver<Bytes>, frames: &mut Vec<Bytes>) {
+    while frames.len() < WRITE_BATCH_FRAMES {
+        match queue.try_recv() {
+            Ok(frame) => frames.push(frame),
+            Err(_) => return,
+        }
+    }
+}
+
+/// Writes `frames`, each behind its length prefix, with one stream write (so QUIC packs them into
+/// as few packets as fit), and empties `frames`.
+async fn write_frames(
     stream: &mut quinn::SendStream,
-    frame: &Bytes,
+    frames: &mut Vec<Bytes>,
 ) -> Result<(), quinn::WriteError> {
-    let Some(prefix) = length_prefix(frame) else {
-        return Ok(()); // larger than any limit: a bug upstream; never sent
-    };
-    let mut chunks = [Bytes::copy_from_slice(&prefix), frame.clone()];
+    let mut chunks = Vec::with_capacity(frames.len() * 2);
+    for frame in frames.drain(..) {
+        // A frame larger than any limit is a bug upstream: it is never sent.
+        if let Some(prefix) = length_prefix(&frame) {
+            chunks.push(Bytes::copy_from_slice(&prefix));
+            chunks.push(frame);
+        }
+    }
     stream.write_all_chunks(&mut chunks).await
 }
 

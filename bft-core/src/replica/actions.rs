@@ -157,6 +157,14 @@ pub trait Storage {
         let _ = (checkpoint, newer);
         Ok(())
     }
+
+    /// Whether persisting may wait on I/O (a disk write and fsync). A driver then persists on a
+    /// thread of its own, so the replica keeps stepping meanwhile; storage that only keeps
+    /// records in memory says `false`, and a driver persists inline, sparing a thread hand-off per
+    /// step. The default is `true`.
+    fn may_block(&self) -> bool {
+        true
+    }
 }
 
 /// A request the replica executed in this step.
@@ -333,6 +341,10 @@ impl Storage for MemoryStorage {
         let keep = self.records.len() - newer.min(self.records.len());
         self.records.drain(..keep);
         Ok(())
+    }
+
+    fn may_block(&self) -> bool {
+        false
     }
 }
 

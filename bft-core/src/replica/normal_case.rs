@@ -63,9 +63,25 @@ impl<S: Service> Replica<S> {
         Ok(())
     }
 
+    /// Whether the primary may cut a batch now (window aside): requests are queued, fewer than
+    /// `max_in_flight_batches` batches are in flight, and if any is, a full batch is queued.
+    fn batch_may_start(&self) -> bool {
+        let limits = &self.config.limits;
+        let in_flight = self.last_assigned.0.saturating_sub(self.last_executed.0);
+        !self.queue.is_empty()
+            && in_flight < limits.max_in_flight_batches
+            && (in_flight == 0
+                || self
+                    .queue
+                    .holds_full_batch(limits.max_batch_requests, limits.max_batch_bytes))
+    }
+
     /// The primary assigns sequence numbers to batches of queued requests while the window and
-    /// the in-flight bound allow: batches form while earlier ones are in flight, so under load the
-    /// primary never waits idle, and without load a request is proposed at once.
+    /// the in-flight bound allow. Without load a request is proposed at once. While batches are
+    /// in flight, a further one is proposed only once a full batch is queued: otherwise requests
+    /// wait for the batches in flight to execute, so batches grow with the load and the per-batch
+    /// cost (a pre-prepare, 2f+1 prepares and commits, their signatures) is shared by more
+    /// requests; at loads that fill whole batches, up to `max_in_flight_batches` are pipelined.
     pub(super) fn propose_batches(&mut self, actions: &mut Actions) {
         if !self.is_primary() || self.phase != super::Phase::Normal {
             return;
@@ -74,10 +90,7 @@ impl<S: Service> Replica<S> {
         // Batches this replica executed (committed in an earlier view, fetched by state transfer
         // or with commit certificates) are decided: assign above them.
         self.last_assigned = self.last_assigned.max(self.last_executed);
-        while !self.queue.is_empty()
-            && self.last_assigned.0 - self.last_executed.0 < limits.max_in_flight_batches
-            && self.last_assigned < self.high_watermark()
-        {
+        while self.batch_may_start() && self.last_assigned < self.high_watermark() {
             // A sequence number that already holds a pre-prepare (installed from a commit
             // certificate of a later view, say) is taken: never assign it again.
             let next = self.last_assigned.next();

@@ -51,6 +51,8 @@ impl ClientTable {
 pub(crate) struct RequestQueue {
     queued: BTreeMap<ClientId, Verified<Request>>,
     order: VecDeque<ClientId>,
+    /// Frame bytes of the queued requests.
+    bytes: usize,
 }
 
 impl RequestQueue {
@@ -59,9 +61,16 @@ impl RequestQueue {
     }
 
     pub(crate) fn push(&mut self, client: ClientId, request: Verified<Request>) {
-        if self.queued.insert(client, request).is_none() {
-            self.order.push_back(client);
+        self.bytes += request.frame().len();
+        match self.queued.insert(client, request) {
+            Some(replaced) => self.bytes -= replaced.frame().len(),
+            None => self.order.push_back(client),
         }
+    }
+
+    /// Whether the queue holds at least one full batch (by count or by bytes).
+    pub(crate) fn holds_full_batch(&self, max_requests: usize, max_bytes: usize) -> bool {
+        self.queued.len() >= max_requests || self.bytes >= max_bytes
     }
 
     pub(crate) fn front_len(&self) -> Option<usize> {
@@ -70,11 +79,12 @@ impl RequestQueue {
 
     pub(crate) fn pop(&mut self) -> Option<Verified<Request>> {
         let client = self.order.pop_front()?;
-        Some(
-            self.queued
-                .remove(&client)
-                .expect("queue order and map agree"),
-        )
+        let request = self
+            .queued
+            .remove(&client)
+            .expect("queue order and map agree");
+        self.bytes -= request.frame().len();
+        Some(request)
     }
 
     pub(crate) fn len(&self) -> usize {
