@@ -48,6 +48,42 @@ pub enum ClusterError {
     /// The client could not connect.
     #[error(transparent)]
     Connect(#[from] bft_net::ConnectError),
+    /// A replica process could not start.
+    #[error("replica process: {0}")]
+    Process(String),
+}
+
+/// The benchmark cluster's configuration: `3f+1` replicas and `clients` client identities with
+/// the test kit's deterministic keys, and `limits` (the defaults for `None`).
+pub(crate) fn build_config(
+    f: usize,
+    clients: u64,
+    limits: Option<bft_core::Limits>,
+) -> Arc<ClusterConfig> {
+    let mut config = config(f, clients);
+    if let Some(limits) = limits {
+        config.limits = limits;
+    }
+    Arc::new(config)
+}
+
+/// A client with every identity `config` admits (so that many operations can be outstanding),
+/// connected to the replicas at `addresses`.
+pub(crate) fn connect_client(
+    config: &Arc<ClusterConfig>,
+    addresses: &[SocketAddr],
+) -> Result<AsyncClient, ClusterError> {
+    let identities = config
+        .clients
+        .keys()
+        .map(|id| (*id, client_key(id.0)))
+        .collect::<Vec<(ClientId, _)>>();
+    Ok(AsyncClient::connect(
+        config.clone(),
+        identities,
+        addresses.to_vec(),
+        ClientOptions::default(),
+    )?)
 }
 
 /// Binds `n` UDP sockets on loopback, one per node; returns them with their addresses.
@@ -73,11 +109,7 @@ impl BenchCluster {
     /// Starts `3f+1` replicas (from empty data directories in disk mode). Call from within a
     /// tokio runtime.
     pub fn start(spec: &ClusterSpec) -> Result<BenchCluster, ClusterError> {
-        let mut config = config(spec.f, spec.clients);
-        if let Some(limits) = spec.limits {
-            config.limits = limits;
-        }
-        let config = Arc::new(config);
+        let config = build_config(spec.f, spec.clients, spec.limits);
         let (sockets, addresses) = bind_loopback(config.n())?;
         let mut replicas = Vec::new();
         for (i, socket) in sockets.into_iter().enumerate() {
@@ -99,18 +131,7 @@ impl BenchCluster {
 
     /// A client with every admitted identity (so `clients` operations can be outstanding).
     pub fn client(&self) -> Result<AsyncClient, ClusterError> {
-        let identities = self
-            .config
-            .clients
-            .keys()
-            .map(|id| (*id, client_key(id.0)))
-            .collect::<Vec<(ClientId, _)>>();
-        Ok(AsyncClient::connect(
-            self.config.clone(),
-            identities,
-            self.addresses.clone(),
-            ClientOptions::default(),
-        )?)
+        connect_client(&self.config, &self.addresses)
     }
 
     /// The replicas.

@@ -25,8 +25,15 @@ pub struct LoadSpec {
 /// The system a load runs against.
 #[derive(Clone)]
 pub enum Target {
-    /// The BFT cluster, through the library's async client (f+1 matching signed replies).
-    Bft(AsyncClient),
+    /// The BFT cluster, through the library's async client (f+1 matching replies).
+    Bft {
+        /// The client.
+        client: AsyncClient,
+        /// The replicas' process ids when they run in processes of their own (their CPU and
+        /// memory count with this process's, and each one's memory is reported); empty when
+        /// they run in this process.
+        servers: Arc<[u32]>,
+    },
     /// The crash-only baseline (the sequencer's one reply).
     CrashOnly(BaselineClient),
     /// An etcd cluster in other processes: an operation is a PUT of its bytes after the first 8
@@ -42,7 +49,7 @@ pub enum Target {
 impl Target {
     async fn invoke(&self, lane: usize, operation: Vec<u8>) -> bool {
         match self {
-            Target::Bft(client) => client.invoke(operation).await.is_ok(),
+            Target::Bft { client, .. } => client.invoke(operation).await.is_ok(),
             Target::CrashOnly(client) => client.invoke(lane, operation).await.is_ok(),
             Target::Etcd { client, .. } => {
                 let mut key = operation;
@@ -55,15 +62,15 @@ impl Target {
     /// Processes other than this one that serve the target.
     fn servers(&self) -> Arc<[u32]> {
         match self {
-            Target::Etcd { servers, .. } => servers.clone(),
-            _ => Arc::from([]),
+            Target::Etcd { servers, .. } | Target::Bft { servers, .. } => servers.clone(),
+            Target::CrashOnly(_) => Arc::from([]),
         }
     }
 
     /// Closes the client's connections.
     pub async fn shutdown(self) {
         match self {
-            Target::Bft(client) => client.shutdown().await,
+            Target::Bft { client, .. } => client.shutdown().await,
             Target::CrashOnly(client) => client.shutdown().await,
             Target::Etcd { client, .. } => client.shutdown().await,
         }
@@ -91,6 +98,8 @@ pub struct LoadReport {
     pub rss_peak: u64,
     /// Resident memory when measuring ended, in bytes.
     pub rss_end: u64,
+    /// Each server process's memory (the target's, in order; empty without any).
+    pub servers: Vec<ProcessMemory>,
 }
 
 impl LoadReport {
@@ -187,7 +196,21 @@ pub async fn run_load(
         rss_start: usage.rss_start,
         rss_peak: usage.rss_peak,
         rss_end: usage.rss_end,
+        servers: usage.servers,
     }
+}
+
+/// One server process's resident memory over a run, in bytes.
+#[derive(Debug, Clone, Default)]
+pub struct ProcessMemory {
+    /// When measuring began.
+    pub rss_start: u64,
+    /// When measuring ended.
+    pub rss_end: u64,
+    /// The highest since the process started (`VmHWM`), read when measuring ended.
+    pub rss_peak: u64,
+    /// Sampled about once a second through the measured time (to see whether it grows).
+    pub rss_by_second: Vec<u64>,
 }
 
 /// What the sampler saw in the measured time.
@@ -196,6 +219,7 @@ struct Usage {
     rss_start: u64,
     rss_peak: u64,
     rss_end: u64,
+    servers: Vec<ProcessMemory>,
 }
 
 /// This process's resources plus those of `servers`.
@@ -225,6 +249,14 @@ async fn sample_resources(
     }
     tokio::time::sleep_until(measure_from.into()).await;
     let first = sample_all(&servers);
+    let servers_now = || -> Vec<u64> {
+        servers
+            .iter()
+            .map(|pid| resources::resident_bytes_of(*pid).unwrap_or(0))
+            .collect()
+    };
+    let servers_at_start = servers_now();
+    let mut servers_by_second: Vec<Vec<u64>> = vec![servers_at_start.clone()];
     let mut peak = first.rss_bytes;
     let period = Duration::from_millis(200);
     let mut at = measure_from + period;
@@ -234,12 +266,27 @@ async fn sample_resources(
         if at >= next_tick {
             tick();
             next_tick += Duration::from_secs(1);
+            if !servers.is_empty() {
+                servers_by_second.push(servers_now());
+            }
         }
         at += period;
     }
     tokio::time::sleep_until(end.into()).await;
     let final_sample: Resources = sample_all(&servers);
+    let rss_end = servers_now();
+    let servers = servers
+        .iter()
+        .enumerate()
+        .map(|(i, pid)| ProcessMemory {
+            rss_start: servers_at_start[i],
+            rss_end: rss_end[i],
+            rss_peak: resources::peak_resident_bytes_of(*pid).unwrap_or(0),
+            rss_by_second: servers_by_second.iter().map(|sample| sample[i]).collect(),
+        })
+        .collect();
     Usage {
+        servers,
         cpu: final_sample.cpu.saturating_sub(first.cpu),
         rss_start: first.rss_bytes,
         rss_peak: peak.max(final_sample.rss_bytes),

@@ -62,6 +62,23 @@ pub struct RunSummary {
     pub failures: u64,
     /// Operations completed.
     pub operations: u64,
+    /// Each replica's resident memory when replicas run in processes of their own
+    /// (`--replica-processes`), by replica id. Empty otherwise (the process-wide figures above
+    /// then cover replicas and clients together).
+    pub replicas: Vec<ReplicaMemory>,
+}
+
+/// One replica process's resident memory over a run, in MiB.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReplicaMemory {
+    /// When measuring began.
+    pub rss_start_mib: f64,
+    /// When measuring ended.
+    pub rss_end_mib: f64,
+    /// The highest since the process started.
+    pub rss_peak_mib: f64,
+    /// About once a second through the measured time.
+    pub rss_by_second_mib: Vec<f64>,
 }
 
 fn mib(bytes: u64) -> f64 {
@@ -82,6 +99,16 @@ impl RunSummary {
             rss_end_mib: mib(report.rss_end),
             failures: report.failures,
             operations: report.operations,
+            replicas: report
+                .servers
+                .iter()
+                .map(|m| ReplicaMemory {
+                    rss_start_mib: mib(m.rss_start),
+                    rss_end_mib: mib(m.rss_end),
+                    rss_peak_mib: mib(m.rss_peak),
+                    rss_by_second_mib: m.rss_by_second.iter().map(|b| mib(*b)).collect(),
+                })
+                .collect(),
         }
     }
 }

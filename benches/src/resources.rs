@@ -72,8 +72,23 @@ fn vm_rss(status: &str) -> Option<u64> {
 
 /// The peak resident memory of the process so far (`VmHWM`), in bytes.
 pub fn peak_resident_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    status_kib("/proc/self/status", "VmHWM:")
+}
+
+/// Another process's resident memory now (`VmRSS`), in bytes.
+pub fn resident_bytes_of(pid: u32) -> Option<u64> {
+    status_kib(&format!("/proc/{pid}/status"), "VmRSS:")
+}
+
+/// Another process's peak resident memory so far (`VmHWM`), in bytes.
+pub fn peak_resident_bytes_of(pid: u32) -> Option<u64> {
+    status_kib(&format!("/proc/{pid}/status"), "VmHWM:")
+}
+
+/// A field of a `/proc/<pid>/status` file given in KiB, in bytes.
+fn status_kib(path: &str, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(path).ok()?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
 }

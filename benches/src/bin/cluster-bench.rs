@@ -5,9 +5,11 @@
 //! (Debian's `etcd-server`) under the same load. Results go to a folder as JSON and SVG plots.
 
 use benches::etcd::{EtcdClient, EtcdCluster};
+use benches::processes::{SERVE_REPLICA, serve_replica};
 use benches::report::{ETCD_MEMBERS, Measurement, Results, SystemKind, write_results};
 use benches::{
-    BaselineCluster, BenchCluster, ClusterSpec, LoadSpec, StorageMode, Target, run_load,
+    BaselineCluster, BenchCluster, ClusterSpec, LoadSpec, ReplicaArgs, ReplicaProcesses,
+    StorageMode, Target, run_load,
 };
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -55,6 +57,11 @@ struct Args {
     /// requests back to batch them (default: the library's default limit).
     #[arg(long)]
     max_in_flight: Option<u64>,
+    /// Run each BFT replica in a process of its own (this binary, started with `serve-replica`),
+    /// to report each replica's resident memory (start, end and peak of the run); CPU and memory
+    /// totals then add the replica processes to this one's.
+    #[arg(long)]
+    replica_processes: bool,
     /// No progress bar.
     #[arg(long)]
     no_progress: bool,
@@ -64,7 +71,13 @@ struct Args {
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
         .init();
+    // `--replica-processes` runs replicas as this binary, started with `serve-replica ...`.
+    if std::env::args().nth(1).as_deref() == Some(SERVE_REPLICA) {
+        let args = ReplicaArgs::parse_from(std::env::args().skip(1));
+        return serve_replica(&args).await;
+    }
     let args = Args::parse();
     let client_counts = if args.latency {
         vec![1]
@@ -142,6 +155,35 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                             report.failures
                         ),
                     );
+                    if !report.servers.is_empty() && system != SystemKind::Etcd {
+                        let mib = |bytes: u64| bytes as f64 / (1 << 20) as f64;
+                        let each: Vec<String> = report
+                            .servers
+                            .iter()
+                            .enumerate()
+                            .map(|(id, m)| {
+                                // Start, a quarter, half, three quarters in, end; then the peak.
+                                let series = &m.rss_by_second;
+                                let at = |q: usize| {
+                                    series.get(series.len().saturating_sub(1) * q / 4).copied()
+                                };
+                                let path: Vec<String> = [at(0), at(1), at(2), at(3)]
+                                    .into_iter()
+                                    .flatten()
+                                    .chain([m.rss_end])
+                                    .map(|b| format!("{:.0}", mib(b)))
+                                    .collect();
+                                format!("r{id} {} (peak {:.0})", path.join("/"), mib(m.rss_peak))
+                            })
+                            .collect();
+                        say(
+                            &progress,
+                            format!(
+                                "      replica RSS MiB (start/25%/50%/75%/end): {}",
+                                each.join(", ")
+                            ),
+                        );
+                    }
                     runs.push(report);
                 }
                 results.push(Measurement::from_runs(system, n, clients, runs));
@@ -177,7 +219,7 @@ async fn run_once(
     let report = match system {
         SystemKind::Bft | SystemKind::BftDisk => {
             let data = fresh_dir(data_root)?;
-            let cluster = BenchCluster::start(&ClusterSpec {
+            let cluster_spec = ClusterSpec {
                 f,
                 clients: spec.clients as u64,
                 storage: if system == SystemKind::BftDisk {
@@ -187,11 +229,28 @@ async fn run_once(
                 },
                 data_root: data.clone(),
                 limits: Some(limits),
-            })?;
-            let target = Target::Bft(cluster.client()?);
-            let report = run_load(&target, spec, tick).await;
-            target.shutdown().await;
-            cluster.shutdown().await;
+            };
+            let report = if args.replica_processes {
+                let cluster = ReplicaProcesses::start(&cluster_spec)?;
+                let target = Target::Bft {
+                    client: cluster.client()?,
+                    servers: cluster.pids().into(),
+                };
+                let report = run_load(&target, spec, tick).await;
+                target.shutdown().await;
+                cluster.shutdown();
+                report
+            } else {
+                let cluster = BenchCluster::start(&cluster_spec)?;
+                let target = Target::Bft {
+                    client: cluster.client()?,
+                    servers: Arc::from([]),
+                };
+                let report = run_load(&target, spec, tick).await;
+                target.shutdown().await;
+                cluster.shutdown().await;
+                report
+            };
             let _ = std::fs::remove_dir_all(&data);
             report
         }
