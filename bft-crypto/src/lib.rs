@@ -72,9 +72,30 @@ pub fn verify_raw(
     message: &[u8],
     signature: &Signature,
 ) -> Result<(), SignatureError> {
-    let vk = ed25519_zebra::VerificationKey::try_from(key.to_bytes())
-        .map_err(|_| SignatureError::MalformedPublicKey)?;
-    let sig = ed25519_zebra::Signature::from_bytes(&signature.to_bytes());
-    vk.verify(&sig, message)
-        .map_err(|_| SignatureError::Invalid)
+    PreparedKey::new(key)?.verify_raw(message, signature)
+}
+
+/// A public key decoded to its curve point once, for checking many signatures by the same key:
+/// each check then skips decoding the key (about a quarter of a single verification's cost).
+/// Accepts exactly what [`verify_raw`] accepts with the same key.
+#[derive(Clone, Copy, Debug)]
+pub struct PreparedKey {
+    key: ed25519_zebra::VerificationKey,
+}
+
+impl PreparedKey {
+    /// Decodes `key`; fails as [`verify_raw`] would for every signature if it is not a point.
+    pub fn new(key: &PublicKey) -> Result<PreparedKey, SignatureError> {
+        let key = ed25519_zebra::VerificationKey::try_from(key.to_bytes())
+            .map_err(|_| SignatureError::MalformedPublicKey)?;
+        Ok(PreparedKey { key })
+    }
+
+    /// Verifies `signature` by this key over `message` exactly as given, with the ZIP-215 rule.
+    pub fn verify_raw(&self, message: &[u8], signature: &Signature) -> Result<(), SignatureError> {
+        let sig = ed25519_zebra::Signature::from_bytes(&signature.to_bytes());
+        self.key
+            .verify(&sig, message)
+            .map_err(|_| SignatureError::Invalid)
+    }
 }
