@@ -202,8 +202,6 @@ struct Parsed {
     header: Header,
     payload_offset: usize,
     key: PublicKey,
-    /// `key` decoded once, when the verifier has it (every configured member's).
-    prepared: Option<PreparedKey>,
     signed: Vec<u8>,
     signature: Signature,
     /// Authenticated by the channel it came on: no signature to check (replies).
@@ -316,7 +314,7 @@ impl Verifier {
             .into_iter()
             .map(|frame| self.parse(frame, max, peer))
             .collect();
-        let checked = check_signatures(parsed, mode);
+        let checked = check_signatures(parsed, mode, &self.prepared);
         // Decode payloads; pre-prepares yield nested request frames that need their own checks.
         let mut results: Vec<Option<Result<VerifiedMessage, VerifyError>>> =
             Vec::with_capacity(checked.len());
@@ -341,7 +339,11 @@ impl Verifier {
         }
         let mut requests_by_owner: BTreeMap<usize, Vec<Result<Verified<Request>, VerifyError>>> =
             BTreeMap::new();
-        for (owner, item) in nested_owner.into_iter().zip(check_signatures(nested, mode)) {
+        for (owner, item) in
+            nested_owner
+                .into_iter()
+                .zip(check_signatures(nested, mode, &self.prepared))
+        {
             let request = item.and_then(|parsed| self.decode_request(parsed));
             requests_by_owner.entry(owner).or_default().push(request);
         }
@@ -383,7 +385,6 @@ impl Verifier {
         let key = self
             .key_of(header.sender)
             .ok_or(VerifyError::UnknownSender(header.sender))?;
-        let prepared = self.prepared.get(&header.sender).copied();
         let channel_authenticated = header.kind == MessageKind::Reply;
         if channel_authenticated {
             match peer {
@@ -409,7 +410,6 @@ impl Verifier {
             header,
             payload_offset,
             key,
-            prepared,
             signed,
             signature,
             channel_authenticated,
@@ -571,6 +571,7 @@ fn finish_pre_prepare(
 fn check_signatures(
     items: Vec<Result<Parsed, VerifyError>>,
     mode: Mode,
+    prepared: &BTreeMap<Principal, PreparedKey>,
 ) -> Vec<Result<Parsed, VerifyError>> {
     let signed = || {
         items
@@ -578,7 +579,8 @@ fn check_signatures(
             .filter_map(|item| item.as_ref().ok())
             .filter(|p| !p.channel_authenticated)
     };
-    let single = |p: &Parsed| match &p.prepared {
+    // Members' keys are held decoded; the same rule either way.
+    let single = |p: &Parsed| match prepared.get(&p.header.sender) {
         Some(key) => key.verify_raw(&p.signed, &p.signature),
         None => verify_raw(&p.key, &p.signed, &p.signature),
     };
