@@ -38,7 +38,7 @@ use crate::codec::{FrameRef, Header};
 use crate::config::{ClusterConfig, ConfigError};
 use crate::ids::ClientId;
 use crate::ids::{Principal, ReplicaId, SeqNum, Time, View};
-use crate::messages::{MessageKind, WireMessage};
+use crate::messages::{MessageKind, PrePrepare, WireMessage};
 use crate::service::Service;
 use crate::verify::{Verified, VerifiedMessage};
 use bft_crypto::{Digest, KeyPair, sha256};
@@ -194,6 +194,9 @@ pub struct Replica<S: Service> {
     prepared: BTreeMap<SeqNum, StoredPrepared>,
     /// The NEW-VIEW that installed the current view (re-sent to replicas that missed it).
     new_view_frame: Option<Bytes>,
+    /// That NEW-VIEW's pre-prepares (at most the window's worth): those it could not install yet,
+    /// above the window while it fetched min-s, are installed once the state transfer completes.
+    new_view_pre_prepares: Vec<Verified<PrePrepare>>,
     /// When the NEW-VIEW was last re-sent to each replica.
     new_view_resent: BTreeMap<ReplicaId, Time>,
     /// When the stable checkpoint's proof was last sent to each replica.
@@ -256,6 +259,7 @@ impl<S: Service> Replica<S> {
             view_changes: BTreeMap::new(),
             prepared: BTreeMap::new(),
             new_view_frame: None,
+            new_view_pre_prepares: Vec::new(),
             new_view_resent: BTreeMap::new(),
             proof_sent: BTreeMap::new(),
             checkpoint_resend_at: None,

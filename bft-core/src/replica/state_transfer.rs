@@ -337,6 +337,9 @@ impl<S: Service> Replica<S> {
         self.last_executed = target.seq;
         self.metrics.state_transfers_completed += 1;
         self.make_stable(target);
+        // The window moved: the current view's NEW-VIEW pre-prepares that were above it now fit.
+        let known = self.known_batches();
+        self.install_new_view_pre_prepares(&known, actions);
         self.catch_up = None;
         self.start_catch_up(actions);
     }

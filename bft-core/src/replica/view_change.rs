@@ -422,6 +422,63 @@ impl<S: Service> Replica<S> {
         Ok(())
     }
 
+    /// The batches this replica holds (in its log and its prepared certificates) by digest, and
+    /// the null request's, to pair with a NEW-VIEW's digest-only pre-prepares.
+    pub(super) fn known_batches(&self) -> BTreeMap<Digest, Batch> {
+        let mut known: BTreeMap<Digest, Batch> = BTreeMap::new();
+        known.insert(null_digest(), Batch::from(Vec::new()));
+        for (_, slot) in self.log.slots() {
+            if let (Some(digest), Some(batch)) = (slot.digest(), slot.batch.clone()) {
+                known.insert(digest, batch);
+            }
+        }
+        for stored in self.prepared.values() {
+            if let Some(batch) = stored.batch.clone() {
+                known.insert(stored.certificate.pre_prepare.message().digest, batch);
+            }
+        }
+        known
+    }
+
+    /// Installs the current view's NEW-VIEW pre-prepares that lie in the window, in slots that
+    /// hold none yet, and prepares them on a backup. At or below h they are covered by the
+    /// checkpoint; while this replica fetches min-s, those at or below it wait for the state and
+    /// those above h + L for the window to move: this runs again once the transfer completes
+    /// (a replica restarted from the fetched checkpoint installs them from the NEW-VIEW record
+    /// the same way). `known` pairs digests with batches this replica holds.
+    pub(super) fn install_new_view_pre_prepares(
+        &mut self,
+        known: &BTreeMap<Digest, Batch>,
+        actions: &mut Actions,
+    ) {
+        if self.phase != super::Phase::Normal {
+            return;
+        }
+        let view = self.view;
+        let is_primary = self.is_primary();
+        let pre_prepares = self.new_view_pre_prepares.clone();
+        for pre_prepare in pre_prepares {
+            let PrePrepare { seq, digest, .. } = *pre_prepare.message();
+            if pre_prepare.message().view != view
+                || self.in_window(seq).is_err()
+                || self.check_caught_up(seq).is_err()
+                || self
+                    .log
+                    .get(seq)
+                    .is_some_and(|slot| slot.pre_prepare.is_some())
+            {
+                continue;
+            }
+            let slot = self.log.slot(seq);
+            slot.batch = known.get(&digest).cloned();
+            slot.pre_prepare = Some(pre_prepare);
+            slot.accepted_at = self.now;
+            if !is_primary {
+                self.send_prepare(Prepare { view, seq, digest }, actions);
+            }
+        }
+    }
+
     /// Installs `view`: the stable checkpoint min-s (kept, or fetched by state transfer), the
     /// re-issued pre-prepares in place of the old log, prepares for them on a backup, and the
     /// normal case again.
@@ -445,18 +502,7 @@ impl<S: Service> Replica<S> {
         self.metrics.view_changes_completed += 1;
 
         // Batches this replica knows, to pair with the re-issued digests.
-        let mut known: BTreeMap<Digest, Batch> = BTreeMap::new();
-        known.insert(null_digest(), Batch::from(Vec::new()));
-        for (_, slot) in self.log.slots() {
-            if let (Some(digest), Some(batch)) = (slot.digest(), slot.batch.clone()) {
-                known.insert(digest, batch);
-            }
-        }
-        for stored in self.prepared.values() {
-            if let Some(batch) = stored.batch.clone() {
-                known.insert(stored.certificate.pre_prepare.message().digest, batch);
-            }
-        }
+        let known = self.known_batches();
 
         // min-s: the latest stable checkpoint in the VIEW-CHANGEs.
         if let (seq, Some(digest)) = plan.stable
@@ -479,29 +525,15 @@ impl<S: Service> Replica<S> {
             .last()
             .map_or(plan.stable.0, |(seq, _)| *seq);
         self.last_assigned = max_seq.max(self.low_watermark);
-        let is_primary = self.is_primary();
-        for pre_prepare in pre_prepares {
-            let PrePrepare { seq, digest, .. } = *pre_prepare.message();
-            // At or below h: covered by the checkpoint. Above h + L (this replica is fetching
-            // min-s): fetched with commit certificates once it has caught up.
-            if self.in_window(seq).is_err() || self.check_caught_up(seq).is_err() {
-                continue;
-            }
-            let slot = self.log.slot(seq);
-            slot.batch = known.get(&digest).cloned();
-            slot.pre_prepare = Some(pre_prepare);
-            slot.accepted_at = self.now;
-            if !is_primary {
-                self.send_prepare(Prepare { view, seq, digest }, actions);
-            }
-        }
+        self.new_view_pre_prepares = pre_prepares;
+        self.install_new_view_pre_prepares(&known, actions);
 
         // Requests: relayed or proposed ones are relayed or proposed again when clients
         // retransmit; a former primary hands its queue to the new one.
         for record in self.clients.records.values_mut() {
             record.in_progress = 0;
         }
-        if is_primary {
+        if self.is_primary() {
             self.waiting.clear();
         } else {
             let primary = view.primary(self.config.n());
