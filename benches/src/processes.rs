@@ -22,6 +22,8 @@ use std::sync::Arc;
 
 /// How long a replica process may take to print `ready`.
 const READY_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
+/// How long a replica process may take to stop once asked, before it is killed.
+const STOP_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The first argument that makes the harness binary serve one replica ([`serve_replica`]).
 pub const SERVE_REPLICA: &str = "serve-replica";
@@ -169,7 +171,7 @@ impl ReplicaProcesses {
         for child in &mut self.children {
             drop(child.stdin.take());
         }
-        let deadline = std::time::Instant::now() + READY_PATIENCE;
+        let deadline = std::time::Instant::now() + STOP_PATIENCE;
         for child in &mut self.children {
             while matches!(child.try_wait(), Ok(None)) && std::time::Instant::now() < deadline {
                 std::thread::sleep(std::time::Duration::from_millis(20));

@@ -15,6 +15,40 @@ use tokio::sync::mpsc;
 /// Step groups queued towards the persistence thread, at most (the driver waits beyond).
 const QUEUED_GROUPS: usize = 64;
 
+/// Where persisted frames go: the transport, and this replica's place among the `n` (to expand
+/// `OtherReplicas`).
+pub(crate) struct Outbox {
+    transport: Transport,
+    me: ReplicaId,
+    n: u32,
+}
+
+impl Outbox {
+    /// Persists `actions`' records, then hands its frames to the transport.
+    fn persist_and_send<St>(&self, storage: &mut St, actions: Actions) -> Result<(), String>
+    where
+        St: Storage,
+        St::Error: std::fmt::Display,
+    {
+        let outgoing = actions
+            .persist_then_send(storage)
+            .map_err(|e| e.to_string())?;
+        for out in outgoing {
+            match out.to {
+                Destination::Replica(r) => self.transport.send(Principal::Replica(r), out.frame),
+                Destination::Client(c) => self.transport.send(Principal::Client(c), out.frame),
+                Destination::OtherReplicas => {
+                    for r in (0..self.n).map(ReplicaId).filter(|r| *r != self.me) {
+                        self.transport
+                            .send(Principal::Replica(r), out.frame.clone());
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// A replica's storage: on its persistence thread when persisting may block on I/O, or inline
 /// on the driver task when it only keeps records in memory ([`Storage::may_block`]).
 pub(crate) enum Persister<St> {
@@ -26,9 +60,7 @@ pub(crate) enum Persister<St> {
     /// Storage persisted by the driver task itself.
     Inline {
         storage: St,
-        transport: Transport,
-        me: ReplicaId,
-        n: u32,
+        outbox: Outbox,
         /// Why persisting failed, once it has.
         failed: Option<String>,
     },
@@ -42,12 +74,11 @@ where
     /// Starts persisting to `storage`; persisted frames go out on `transport` (replica `me` of
     /// `n`). Must be called within a tokio runtime.
     pub(crate) fn start(storage: St, transport: Transport, me: ReplicaId, n: u32) -> Persister<St> {
+        let outbox = Outbox { transport, me, n };
         if !storage.may_block() {
             return Persister::Inline {
                 storage,
-                transport,
-                me,
-                n,
+                outbox,
                 failed: None,
             };
         }
@@ -58,7 +89,7 @@ where
             .spawn(move || {
                 // The transport spawns a writer task the first time it sends to a peer.
                 let _runtime = runtime.enter();
-                run(storage, receiver, &transport, me, n)
+                run(storage, receiver, &outbox)
             })
             .expect("the persistence thread starts");
         Persister::Thread { queue, thread }
@@ -71,21 +102,17 @@ where
             Persister::Thread { queue, .. } => queue.send(actions).await.map_err(|_| ()),
             Persister::Inline {
                 storage,
-                transport,
-                me,
-                n,
+                outbox,
                 failed,
             } => {
                 if failed.is_some() {
                     return Err(());
                 }
-                match persist_and_send(storage, actions, transport, *me, *n) {
-                    Ok(()) => Ok(()),
-                    Err(message) => {
+                outbox
+                    .persist_and_send(storage, actions)
+                    .map_err(|message| {
                         *failed = Some(message);
-                        Err(())
-                    }
-                }
+                    })
             }
         }
     }
@@ -109,9 +136,7 @@ where
 fn run<St>(
     mut storage: St,
     mut receiver: mpsc::Receiver<Actions>,
-    transport: &Transport,
-    me: ReplicaId,
-    n: u32,
+    outbox: &Outbox,
 ) -> Result<(), String>
 where
     St: Storage,
@@ -121,36 +146,7 @@ where
         while let Ok(more) = receiver.try_recv() {
             actions.absorb(more);
         }
-        persist_and_send(&mut storage, actions, transport, me, n)?;
-    }
-    Ok(())
-}
-
-/// Persists `actions`' records, then hands its frames to the transport.
-fn persist_and_send<St>(
-    storage: &mut St,
-    actions: Actions,
-    transport: &Transport,
-    me: ReplicaId,
-    n: u32,
-) -> Result<(), String>
-where
-    St: Storage,
-    St::Error: std::fmt::Display,
-{
-    let outgoing = actions
-        .persist_then_send(storage)
-        .map_err(|e| e.to_string())?;
-    for out in outgoing {
-        match out.to {
-            Destination::Replica(r) => transport.send(Principal::Replica(r), out.frame),
-            Destination::Client(c) => transport.send(Principal::Client(c), out.frame),
-            Destination::OtherReplicas => {
-                for r in (0..n).map(ReplicaId).filter(|r| *r != me) {
-                    transport.send(Principal::Replica(r), out.frame.clone());
-                }
-            }
-        }
+        outbox.persist_and_send(&mut storage, actions)?;
     }
     Ok(())
 }
