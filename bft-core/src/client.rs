@@ -1,10 +1,12 @@
 //! The sans-IO client (PBFT section 4.1): one outstanding request at a time, accepted once f+1
 //! replicas sent matching replies.
 //!
-//! The client sends a request to the primary of the view it believes current. If f+1 matching
-//! replies do not arrive within `timing.client_retransmit`, it sends the request to every replica
-//! (backups relay it to the primary, and a view change follows if the primary is faulty). It
-//! learns the view from replies.
+//! The client sends each request to every replica: the primary proposes it, and the backups keep
+//! its bytes to recognise it in the primary's PRE-PREPARE without checking its signature again
+//! (see [`crate::DirectRequests`]). If f+1 matching replies do not arrive within
+//! `timing.client_retransmit`, it sends the request to every replica again; backups take that
+//! second copy as a retransmission and relay it to the primary (and a view change follows if the
+//! primary is faulty). It learns the view from replies.
 
 use crate::codec::Header;
 use crate::config::{ClusterConfig, ConfigError};
@@ -170,7 +172,7 @@ impl Client {
         self.next_timestamp
     }
 
-    /// Signs `operation` as the next request and sends it to the primary.
+    /// Signs `operation` as the next request and sends it to every replica.
     pub fn submit(&mut self, now: Time, operation: Vec<u8>) -> Result<ClientActions, ClientError> {
         if self.pending.is_some() {
             return Err(ClientError::Busy);
@@ -195,11 +197,7 @@ impl Client {
             self.config.cluster_id,
             Principal::Client(self.id),
         );
-        let primary = self.view.primary(self.config.n());
-        let send = vec![Outgoing {
-            to: Destination::Replica(primary),
-            frame: frame.clone(),
-        }];
+        let send = self.to_every_replica(&frame);
         self.pending = Some(Pending {
             timestamp,
             frame,
@@ -290,6 +288,18 @@ impl Client {
         }
     }
 
+    /// `frame` to every replica: the primary proposes it, and each backup then holds the
+    /// request's bytes as its client sent them (see [`crate::DirectRequests`]).
+    fn to_every_replica(&self, frame: &Bytes) -> Vec<Outgoing> {
+        self.config
+            .replica_ids()
+            .map(|r| Outgoing {
+                to: Destination::Replica(r),
+                frame: frame.clone(),
+            })
+            .collect()
+    }
+
     fn on_tick(&mut self, now: Time) -> ClientActions {
         let Some(pending) = self.pending.as_mut() else {
             return ClientActions::default();
@@ -298,14 +308,8 @@ impl Client {
             return ClientActions::default();
         }
         pending.retransmit_at = now + self.config.timing.client_retransmit;
-        let send = self
-            .config
-            .replica_ids()
-            .map(|r| Outgoing {
-                to: Destination::Replica(r),
-                frame: pending.frame.clone(),
-            })
-            .collect();
+        let frame = pending.frame.clone();
+        let send = self.to_every_replica(&frame);
         ClientActions {
             send,
             ..Default::default()

@@ -56,4 +56,6 @@ pub use replica::{
     StableCertificate, StableState, Status, Storage,
 };
 pub use service::{ExecuteContext, RestoreError, Service};
-pub use verify::{Verified, VerifiedMessage, Verifier, VerifyError};
+pub use verify::{
+    DirectAdmission, DirectRequests, Verified, VerifiedMessage, Verifier, VerifyError,
+};

@@ -420,11 +420,15 @@ fn transferred_state_keeps_exactly_once_semantics() {
         cluster.config.cluster_id,
         Principal::Client(ClientId(1)),
     );
-    cluster.inject(
-        Node::Client(ClientId(1)),
-        Node::Replica(ReplicaId(3)),
-        frame,
-    );
+    // The client's first copy (a backup only records it: the primary proposes it) and its
+    // retransmission, which the backup handles.
+    for _ in 0..2 {
+        cluster.inject(
+            Node::Client(ClientId(1)),
+            Node::Replica(ReplicaId(3)),
+            frame.clone(),
+        );
+    }
     while cluster.deliver_one() {}
     let lagging = &cluster.replicas[3];
     assert_eq!(lagging.metrics().requests_executed, 0);

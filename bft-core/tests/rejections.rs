@@ -1348,12 +1348,18 @@ fn a_request_ordered_twice_by_a_byzantine_primary_executes_once() {
     cluster.silent.insert(ReplicaId(0));
     cluster.submit(ClientId(1), b"duplicated".to_vec());
     cluster.submit(ClientId(2), b"other".to_vec());
-    let frames: Vec<Bytes> = cluster.network.iter().map(|e| e.frame.clone()).collect();
+    let frames: Vec<Bytes> = cluster
+        .network
+        .iter()
+        .filter(|e| e.to == Node::Replica(ReplicaId(0)))
+        .map(|e| e.frame.clone())
+        .collect();
     assert_eq!(
         frames.len(),
         2,
-        "each client sent its request to the primary"
+        "each client sent its request to the primary (and to every backup)"
     );
+    assert_eq!(cluster.network.len(), 8);
     let (duplicated, other) = (frames[0].clone(), frames[1].clone());
 
     let fx = Fixture::with(harness::config(1, 2));

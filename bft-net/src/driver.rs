@@ -17,15 +17,21 @@
 //! ([`bft_core::Storage::may_block`] is `false`) is persisted by the driver task itself, and
 //! batches of one or two frames are verified on the verification task itself: on the latency
 //! path, each thread hand-off saved is a wake-up saved.
+//!
+//! Clients send each request to every replica. At a backup the verification stage records the
+//! client's first copy ([`bft_core::DirectRequests`]) and verifies no signature for it; the
+//! primary's PRE-PREPARE copy of those bytes is then authenticated by the client's channel. Only
+//! the primary (and a backup, for a client's retransmission) checks a request's signature.
 
 use crate::persister::Persister;
 use crate::transport::{Inbound, Transport};
 use bft_core::{
-    Input, Metrics, Principal, Replica, SeqNum, Service, Status, Storage, Time, VerifiedMessage,
-    Verifier,
+    DirectAdmission, DirectRequests, Input, Metrics, Principal, Replica, SeqNum, Service, Status,
+    Storage, Time, VerifiedMessage, Verifier,
 };
 use bft_crypto::Digest;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -216,11 +222,13 @@ where
 {
     let n = u32::try_from(verifier.config().n()).unwrap_or(u32::MAX);
     let (verified_tx, mut verified) = mpsc::channel(VERIFIED_QUEUE);
+    let primary = Arc::new(AtomicBool::new(replica.is_primary()));
     tokio::spawn(verification_stage(
         inbound,
         verified_tx,
         Arc::new(verifier),
         transport.clone(),
+        primary.clone(),
     ));
     let initial = Snapshot {
         status: replica.status(),
@@ -270,6 +278,7 @@ where
                 };
                 actions.absorb(replica.step(now(), input));
             }
+            primary.store(replica.is_primary(), Ordering::Relaxed);
             if !actions.is_quiet() && persister.submit(actions).await.is_err() {
                 break;
             }
@@ -301,12 +310,21 @@ async fn sleep_until(deadline: Option<Instant>) {
 /// Verifies frames in batches: each batch is split into chunks verified on blocking threads in
 /// parallel, and the results are forwarded in arrival order. A refused frame closes the
 /// connection it came on; a client may only send frames signed as itself.
+///
+/// Requests a client sends a backup directly are only recorded (see
+/// [`bft_core::DirectRequests`]): the primary proposes them, and the backup then accepts the
+/// pre-prepare's copy without checking the client's signature again. `primary` says whether the
+/// replica was the primary of its view after its last steps; a stale answer around a view change
+/// only costs a client retransmission (a new primary that took a first copy for a backup's
+/// waits for the second) or a signature check (a backup that took itself for the primary).
 async fn verification_stage(
     mut inbound: mpsc::Receiver<Inbound>,
     verified: mpsc::Sender<VerifiedMessage>,
     verifier: Arc<Verifier>,
     transport: Transport,
+    primary: Arc<AtomicBool>,
 ) {
+    let direct = Arc::new(RwLock::new(DirectRequests::new()));
     let mut batch = Vec::with_capacity(VERIFY_BATCH);
     loop {
         batch.clear();
@@ -317,16 +335,42 @@ async fn verification_stage(
         if received == 0 {
             return;
         }
+        // Record clients' direct requests first, so that a pre-prepare in the same batch finds
+        // them; keep what needs verifying.
+        {
+            let is_primary = primary.load(Ordering::Relaxed);
+            let mut direct = direct.write().unwrap_or_else(|e| e.into_inner());
+            batch.retain(|item| {
+                let Principal::Client(client) = item.from else {
+                    return true;
+                };
+                match verifier.admit_direct(&mut direct, client, &item.frame, is_primary) {
+                    Ok(DirectAdmission::Verify) => true,
+                    Ok(DirectAdmission::Recorded) => false,
+                    Err(error) => {
+                        transport.disconnect(&item.connection, &error.to_string());
+                        false
+                    }
+                }
+            });
+        }
+        if batch.is_empty() {
+            continue;
+        }
         let mut results = Vec::with_capacity(batch.len());
         if batch.len() <= VERIFY_INLINE {
-            results.extend(verifier.verify_batch(batch.iter().map(|i| i.frame.clone()).collect()));
+            let frames = batch.iter().map(|i| i.frame.clone()).collect();
+            let direct = direct.read().unwrap_or_else(|e| e.into_inner());
+            results.extend(verifier.verify_batch_at(frames, &direct));
         } else {
             let mut jobs = Vec::new();
             for chunk in batch.chunks(VERIFY_CHUNK) {
                 let frames: Vec<bytes::Bytes> = chunk.iter().map(|i| i.frame.clone()).collect();
                 let verifier = verifier.clone();
+                let direct = direct.clone();
                 jobs.push(tokio::task::spawn_blocking(move || {
-                    verifier.verify_batch(frames)
+                    let direct = direct.read().unwrap_or_else(|e| e.into_inner());
+                    verifier.verify_batch_at(frames, &direct)
                 }));
             }
             for job in jobs {

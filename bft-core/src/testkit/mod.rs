@@ -10,8 +10,9 @@ pub mod service;
 
 use crate::client::ClientInput;
 use crate::{
-    Client, ClientId, ClusterConfig, Completed, Destination, Executed, Input, MemoryStorage,
-    Outgoing, Rejected, Replica, ReplicaId, Service, Time, Verifier, VerifyError,
+    Client, ClientId, ClusterConfig, Completed, Destination, DirectAdmission, DirectRequests,
+    Executed, Input, MemoryStorage, Outgoing, Rejected, Replica, ReplicaId, Service, Time,
+    Verifier, VerifyError,
 };
 use bft_crypto::KeyPair;
 use bytes::Bytes;
@@ -120,6 +121,8 @@ pub struct Cluster {
     pub replicas: Vec<Replica<LogService>>,
     /// Each replica's persisted records.
     pub storage: Vec<MemoryStorage>,
+    /// The requests clients sent each replica directly.
+    pub direct: Vec<DirectRequests>,
     /// Clients by id.
     pub clients: BTreeMap<ClientId, Client>,
     /// The current (virtual) time.
@@ -171,6 +174,7 @@ impl Cluster {
         Cluster {
             verifier: Verifier::new(config.clone()).expect("valid config"),
             storage: vec![MemoryStorage::default(); replicas.len()],
+            direct: vec![DirectRequests::new(); replicas.len()],
             executed: vec![Vec::new(); replicas.len()],
             replicas,
             clients,
@@ -241,11 +245,36 @@ impl Cluster {
         }
         self.delivered += 1;
         // The simulated network knows the sender, as an authenticated connection would.
-        let message = match self
-            .verifier
-            .verify_from(envelope.from.principal(), envelope.frame)
-        {
-            Ok(message) => message,
+        let result = match (envelope.from, envelope.to) {
+            (Node::Client(client), Node::Replica(id)) if !self.silent.contains(&id) => {
+                let index = id.0 as usize;
+                let primary = self.replicas[index].is_primary();
+                self.verifier
+                    .admit_direct(&mut self.direct[index], client, &envelope.frame, primary)
+                    .and_then(|admission| match admission {
+                        DirectAdmission::Recorded => Ok(None),
+                        DirectAdmission::Verify => self
+                            .verifier
+                            .verify_from(envelope.from.principal(), envelope.frame)
+                            .map(Some),
+                    })
+            }
+            (from, Node::Replica(id)) => self
+                .verifier
+                .verify_from_at(
+                    from.principal(),
+                    envelope.frame,
+                    &self.direct[id.0 as usize],
+                )
+                .map(Some),
+            (from, Node::Client(_)) => self
+                .verifier
+                .verify_from(from.principal(), envelope.frame)
+                .map(Some),
+        };
+        let message = match result {
+            Ok(None) => return true,
+            Ok(Some(message)) => message,
             Err(error) => {
                 self.verify_failures.push((envelope.to, error));
                 return true;

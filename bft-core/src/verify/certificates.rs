@@ -40,7 +40,7 @@ impl Verifier {
             .into_iter()
             .map(|f| Bytes::from(f.into_vec()))
             .collect();
-        self.verify_all(frames, None, Mode::Batch)
+        self.verify_all(frames, None, Mode::Batch, None)
             .into_iter()
             .enumerate()
             .map(|(index, result)| result.map_err(|error| embed(index, error)))

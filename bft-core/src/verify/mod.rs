@@ -15,6 +15,12 @@
 //! a channel authenticated as the reply's sender (a QUIC connection whose handshake proved that
 //! replica's key). This saves every replica a signature and the client n verifications per
 //! operation.
+//!
+//! Requests embedded in a pre-prepare are the other case, at backups only: one whose exact frame
+//! its client sent this replica directly, over its authenticated channel, is authenticated by
+//! that channel ([`Verifier::verify_from_at`], [`Verifier::verify_batch_at`]; see
+//! [`DirectRequests`] for why, and for what the primary still checks). Requests keep their
+//! signatures: the primary checks them, and so does anyone who gets a batch otherwise.
 
 use crate::codec::{self, DecodeError, Header};
 use crate::config::{ClusterConfig, ConfigError};
@@ -30,8 +36,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 mod certificates;
+mod direct;
 mod error;
 
+pub use direct::{DIRECT_HISTORY, DirectAdmission, DirectRequests};
 pub use error::VerifyError;
 
 /// A message whose frame decoded, whose sender is a configured member or admitted client allowed
@@ -204,7 +212,8 @@ struct Parsed {
     key: PublicKey,
     signed: Vec<u8>,
     signature: Signature,
-    /// Authenticated by the channel it came on: no signature to check (replies).
+    /// Authenticated by the channel it came on: no signature to check (replies, and requests
+    /// embedded in a pre-prepare that their client sent this replica directly).
     channel_authenticated: bool,
 }
 
@@ -277,7 +286,7 @@ impl Verifier {
     /// Verifies one frame whose channel proves nothing about its sender: every kind must be
     /// signed, so a reply is refused ([`VerifyError::ReplyWithoutChannel`]).
     pub fn verify(&self, frame: Bytes) -> Result<VerifiedMessage, VerifyError> {
-        self.verify_all(vec![frame], None, Mode::Single)
+        self.verify_all(vec![frame], None, Mode::Single, None)
             .pop()
             .expect("one result per frame")
     }
@@ -292,7 +301,22 @@ impl Verifier {
         peer: Principal,
         frame: Bytes,
     ) -> Result<VerifiedMessage, VerifyError> {
-        self.verify_all(vec![frame], Some(peer), Mode::Single)
+        self.verify_all(vec![frame], Some(peer), Mode::Single, None)
+            .pop()
+            .expect("one result per frame")
+    }
+
+    /// [`Verifier::verify_from`] at a replica that records the requests clients send it
+    /// directly: a pre-prepare's embedded request whose frame its client sent this replica
+    /// directly ([`DirectRequests::holds`]) is authenticated by that channel, and its signature
+    /// is not checked (see [`DirectRequests`]).
+    pub fn verify_from_at(
+        &self,
+        peer: Principal,
+        frame: Bytes,
+        direct: &DirectRequests,
+    ) -> Result<VerifiedMessage, VerifyError> {
+        self.verify_all(vec![frame], Some(peer), Mode::Single, Some(direct))
             .pop()
             .expect("one result per frame")
     }
@@ -300,7 +324,17 @@ impl Verifier {
     /// Verifies many frames with batched signature checks, returning one result per frame in
     /// order. Accepts and rejects exactly what [`Verifier::verify`] does.
     pub fn verify_batch(&self, frames: Vec<Bytes>) -> Vec<Result<VerifiedMessage, VerifyError>> {
-        self.verify_all(frames, None, Mode::Batch)
+        self.verify_all(frames, None, Mode::Batch, None)
+    }
+
+    /// [`Verifier::verify_batch`] at a replica that records the requests clients send it
+    /// directly, with the same exception as [`Verifier::verify_from_at`] for embedded requests.
+    pub fn verify_batch_at(
+        &self,
+        frames: Vec<Bytes>,
+        direct: &DirectRequests,
+    ) -> Vec<Result<VerifiedMessage, VerifyError>> {
+        self.verify_all(frames, None, Mode::Batch, Some(direct))
     }
 
     fn verify_all(
@@ -308,6 +342,7 @@ impl Verifier {
         frames: Vec<Bytes>,
         peer: Option<Principal>,
         mode: Mode,
+        direct: Option<&DirectRequests>,
     ) -> Vec<Result<VerifiedMessage, VerifyError>> {
         let max = self.config.limits.max_message_bytes;
         let parsed: Vec<Result<Parsed, VerifyError>> = frames
@@ -329,7 +364,8 @@ impl Verifier {
                     let limit = self.config.limits.max_request_frame_bytes();
                     for bytes in std::mem::take(&mut payload.requests) {
                         nested_owner.push(index);
-                        nested.push(self.parse(Bytes::from(bytes.into_vec()), limit, None));
+                        let parsed = self.parse(Bytes::from(bytes.into_vec()), limit, None);
+                        nested.push(parsed.map(|p| sent_directly(p, direct)));
                     }
                     pre_prepares.push((index, parsed, payload));
                     results.push(None);
@@ -533,6 +569,18 @@ impl Verifier {
         }
         Ok(parsed.into_verified(request))
     }
+}
+
+/// Marks an embedded request as authenticated by its client's channel if the client sent this
+/// replica exactly this frame directly (see [`DirectRequests`]).
+fn sent_directly(mut parsed: Parsed, direct: Option<&DirectRequests>) -> Parsed {
+    if let (Some(direct), Principal::Client(client), MessageKind::Request) =
+        (direct, parsed.header.sender, parsed.header.kind)
+        && direct.holds(client, &parsed.frame)
+    {
+        parsed.channel_authenticated = true;
+    }
+    parsed
 }
 
 enum Decoded {

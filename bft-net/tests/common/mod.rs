@@ -225,6 +225,28 @@ impl TestCluster {
         );
     }
 
+    /// Waits until the cluster has executed `requests` requests and every replica has reached
+    /// that point: replica `counter` (one that executes every batch itself, such as the primary)
+    /// executed `requests` requests, and every other replica's last executed batch is at least
+    /// its own then. A replica that fell a window behind under load reaches it by a state
+    /// transfer (so it did not execute every request itself, and its own count may stay below
+    /// `requests`); compare digests with [`TestCluster::settled_digests`] afterwards.
+    pub async fn wait_all_reached(&self, counter: u32, requests: u64) {
+        self.wait_executed(counter, requests).await;
+        let target = self.snapshot(counter).status.last_executed;
+        for id in 0..self.replicas.len() as u32 {
+            let reached = self
+                .wait_for(id, |s| s.status.last_executed >= target)
+                .await;
+            assert!(
+                reached,
+                "replica {id} did not reach batch {target:?}: {:?} {:?}",
+                self.snapshot(id).status,
+                self.snapshot(id).metrics
+            );
+        }
+    }
+
     /// Waits until every running replica has executed as far as the furthest one and published
     /// the digest of that state; returns the digests, by replica.
     pub async fn settled_digests(&self) -> Vec<bft_crypto::Digest> {

@@ -8,6 +8,7 @@ use crate::checkers::ViolationKind;
 use crate::kv::KvService;
 use crate::rng::chance;
 use crate::scenario::CrashPoint;
+use bft_core::Storage as _;
 use bft_core::testkit::replica_key;
 use bft_core::{Actions, Outgoing, Replica, ReplicaId, SeqNum, Time};
 use bft_storage::{MemoryWal, encode_record};
@@ -43,6 +44,7 @@ impl Simulation {
     fn crash_now(&mut self, id: ReplicaId, point: CrashPoint) {
         let node = &mut self.replicas[id.0 as usize];
         node.instances.clear();
+        node.direct = bft_core::DirectRequests::new();
         node.armed = None;
         if let Some(storage) = node.storage.as_mut() {
             storage.crash();
@@ -75,8 +77,18 @@ impl Simulation {
                 sends
             }
             Some(CrashPoint::TornWrite) => {
-                // Some prefix of the step's records reaches the disk before the power goes.
-                let records = actions.to_persist();
+                // Some prefix of the step's writes reaches the disk before the power goes: the
+                // checkpoint (written atomically, or not at all), then records.
+                let (checkpoint, records) = actions.durable_writes();
+                // Records before the checkpoint are durable through it (it holds what they did).
+                let covered = &actions.to_persist()[..actions.to_persist().len() - records.len()];
+                if let Some(checkpoint) = checkpoint {
+                    if !chance(&mut self.rng, 0.7) {
+                        self.crash_now(id, CrashPoint::TornWrite);
+                        return Vec::new();
+                    }
+                    let Ok(()) = storage.save_checkpoint(checkpoint, 0);
+                }
                 let mut durable = 0;
                 while durable < records.len() && chance(&mut self.rng, 0.7) {
                     durable += 1;
@@ -86,8 +98,9 @@ impl Simulation {
                 storage.append(&synced.iter().map(Vec::as_slice).collect::<Vec<_>>());
                 storage.sync();
                 storage.append(&lost.iter().map(Vec::as_slice).collect::<Vec<_>>());
-                let signed: Vec<_> = records[..durable]
+                let signed: Vec<_> = covered
                     .iter()
+                    .chain(&records[..durable])
                     .filter_map(|r| r.as_signed().cloned())
                     .collect();
                 self.checker.on_signed(now, id, &signed);

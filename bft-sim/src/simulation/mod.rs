@@ -17,8 +17,8 @@ use crate::scenario::{Canary, CrashPoint, Fault, Scenario};
 use crate::trace::Trace;
 use bft_core::testkit::{client_key, replica_key};
 use bft_core::{
-    Client, ClientId, ClientInput, ClusterConfig, Input, Principal, Record, Replica, ReplicaId,
-    SeqNum, Storage, Time, VerifiedMessage, Verifier, VerifyError,
+    Client, ClientId, ClientInput, ClusterConfig, DirectRequests, Input, Principal, Record,
+    Replica, ReplicaId, SeqNum, Storage, Time, VerifiedMessage, Verifier, VerifyError,
 };
 use bft_crypto::Digest;
 use bft_storage::MemoryWal;
@@ -47,6 +47,9 @@ pub struct Stats {
     pub delivered: u64,
     /// Frames the verifier refused.
     pub refused: u64,
+    /// Clients' first copies of requests that backups only recorded (see
+    /// `bft_core::DirectRequests`).
+    pub recorded_direct: u64,
     /// Faults injected, by kind.
     pub faults: BTreeMap<&'static str, u64>,
     /// Client operations completed.
@@ -148,6 +151,9 @@ struct ReplicaNode {
     byzantine: Option<Byzantine>,
     /// A correct replica's durable storage (faulty ones persist nowhere).
     storage: Option<MemoryWal>,
+    /// The requests clients sent it directly, as its driver's verification stage records them
+    /// (lost in a crash).
+    direct: DirectRequests,
     /// A crash that strikes at this replica's next step.
     armed: Option<CrashPoint>,
     /// The highest batch executed in a step whose records were made durable.
@@ -261,6 +267,7 @@ impl Simulation {
                     correct: fault.is_none(),
                     byzantine: byzantine.map(|(_, b)| b),
                     storage: fault.is_none().then(MemoryWal::new),
+                    direct: DirectRequests::new(),
                     armed: None,
                     durable_executed: SeqNum(0),
                 }
@@ -489,6 +496,7 @@ impl Simulation {
                 let node = &mut self.replicas[id.0 as usize];
                 if !node.instances.is_empty() && !self.liveness {
                     node.instances.clear();
+                    node.direct = DirectRequests::new();
                     self.count("crash");
                     self.trace.note(self.now, &format!("replica {id} crashes"));
                 }

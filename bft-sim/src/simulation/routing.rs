@@ -4,8 +4,10 @@ use super::{Discard, Event, Simulation, Target, VERIFY_CACHE, to_endpoint};
 use crate::checkers::ViolationKind;
 use crate::network::{Endpoint, Transit};
 use crate::rng::{chance, pick};
+use bft_core::codec::decode_frame;
 use bft_core::{
-    ClientInput, Destination, Input, Outgoing, Principal, ReplicaId, VerifiedMessage, VerifyError,
+    ClientInput, Destination, DirectAdmission, Input, MessageKind, Outgoing, Principal, ReplicaId,
+    VerifiedMessage, VerifyError,
 };
 use bytes::Bytes;
 
@@ -33,11 +35,64 @@ impl Simulation {
         result
     }
 
+    /// Verifies `frame` from `from` at replica `id` (instance `instance`), as a replica's driver
+    /// does: a client's first copy of a request at a backup is only recorded (`Ok(None)`), and a
+    /// pre-prepare's embedded requests that their clients sent this replica directly are
+    /// authenticated by that (see `bft_core::DirectRequests`). Those results depend on the
+    /// receiver, so they bypass the cache.
+    fn verify_at_replica(
+        &mut self,
+        from: Endpoint,
+        id: ReplicaId,
+        instance: usize,
+        frame: Bytes,
+    ) -> Result<Option<VerifiedMessage>, VerifyError> {
+        let node = &mut self.replicas[id.0 as usize];
+        match from {
+            Endpoint::Client(client) => {
+                let Some(replica) = node.instances.get(instance) else {
+                    return Ok(None); // crashed: nothing receives it
+                };
+                let primary = replica.is_primary();
+                match self
+                    .verifier
+                    .admit_direct(&mut node.direct, client, &frame, primary)?
+                {
+                    DirectAdmission::Recorded => Ok(None),
+                    DirectAdmission::Verify => self.verify(from, frame).map(Some),
+                }
+            }
+            Endpoint::Replica(peer) => {
+                let max = self.config.limits.max_message_bytes;
+                let batch_attached = decode_frame(&frame, max).is_ok_and(|f| {
+                    f.header.kind == MessageKind::PrePrepare && !f.attachment.is_empty()
+                });
+                if batch_attached {
+                    self.verifier
+                        .verify_from_at(Principal::Replica(peer), frame, &node.direct)
+                        .map(Some)
+                } else {
+                    self.verify(from, frame).map(Some)
+                }
+            }
+        }
+    }
+
     pub(super) fn deliver(&mut self, from: Endpoint, to: Target, frame: Bytes, from_correct: bool) {
         self.trace.deliver(self.now, from, to_endpoint(to), &frame);
         self.stats.delivered += 1;
-        let message = match self.verify(from, frame.clone()) {
-            Ok(message) => message,
+        let verified = match to {
+            Target::Replica(id, instance) => {
+                self.verify_at_replica(from, id, instance, frame.clone())
+            }
+            Target::Client(_) => self.verify(from, frame.clone()).map(Some),
+        };
+        let message = match verified {
+            Ok(Some(message)) => message,
+            Ok(None) => {
+                self.stats.recorded_direct += 1;
+                return;
+            }
             Err(error) => {
                 self.stats.refused += 1;
                 if from_correct {
