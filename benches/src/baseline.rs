@@ -342,7 +342,8 @@ impl BaselineClient {
         config: Arc<ClusterConfig>,
         addresses: Vec<SocketAddr>,
     ) -> Result<BaselineClient, ClusterError> {
-        let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().expect("valid address"))?;
+        let endpoint =
+            bft_net::transport::client_endpoint("127.0.0.1:0".parse().expect("valid address"))?;
         let options = TransportOptions::default();
         let (inbound_tx, mut inbound) = mpsc::channel::<Inbound>(options.inbound_queue_frames);
         let transports = config

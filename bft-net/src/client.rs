@@ -121,7 +121,7 @@ impl AsyncClient {
             Some(addr) if addr.is_ipv6() => "[::]:0".parse().expect("valid"),
             _ => "0.0.0.0:0".parse().expect("valid"),
         };
-        let endpoint = quinn::Endpoint::client(bind).map_err(ConnectError::Bind)?;
+        let endpoint = crate::transport::client_endpoint(bind).map_err(ConnectError::Bind)?;
         let (inbound_tx, inbound) = mpsc::channel(options.transport.inbound_queue_frames);
         // Timestamps must exceed any this identity used before: start from the wall clock.
         let first_timestamp = SystemTime::now()

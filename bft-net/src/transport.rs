@@ -235,7 +235,8 @@ impl Transport {
         Transport::replica_on_socket(config, id, key, socket, addresses, options)
     }
 
-    /// [`Transport::replica`] on a socket the caller bound (to learn ports before starting).
+    /// [`Transport::replica`] on a socket the caller bound (to learn ports before starting). Its
+    /// receive buffer is enlarged ([`enlarge_receive_buffer`]).
     pub fn replica_on_socket(
         config: Arc<ClusterConfig>,
         id: ReplicaId,
@@ -245,6 +246,7 @@ impl Transport {
         options: TransportOptions,
     ) -> Result<(Transport, mpsc::Receiver<Inbound>), TransportError> {
         check_addresses(&config, &addresses)?;
+        enlarge_receive_buffer(&socket);
         let addr = socket
             .local_addr()
             .map_err(|source| TransportError::Config(format!("socket address: {source}")))?;
@@ -695,6 +697,31 @@ impl Transport {
     }
 }
 
+/// Bytes of kernel receive buffer asked for on every UDP socket (Linux caps the request at
+/// `net.core.rmem_max`).
+pub const SOCKET_RECEIVE_BUFFER: usize = 4 << 20;
+
+/// Enlarges `socket`'s kernel receive buffer to [`SOCKET_RECEIVE_BUFFER`], best effort. One
+/// socket carries every connection of a replica (or of a client endpoint): a burst from many
+/// peers overflows the default buffer (about 208 KiB on Linux), and each datagram the kernel
+/// drops costs QUIC a loss-detection delay, so an operation waits far longer than its
+/// round trips (under load with n = 7, a client retransmission's 500 ms).
+pub fn enlarge_receive_buffer(socket: &std::net::UdpSocket) {
+    if let Err(error) = socket2::SockRef::from(socket).set_recv_buffer_size(SOCKET_RECEIVE_BUFFER) {
+        warn!(%error, "could not enlarge the UDP receive buffer");
+    }
+}
+
+/// A client endpoint (no server role) bound to `bind`, on a socket with an enlarged receive
+/// buffer ([`enlarge_receive_buffer`]). Several client transports may share it.
+pub fn client_endpoint(bind: SocketAddr) -> std::io::Result<quinn::Endpoint> {
+    let socket = std::net::UdpSocket::bind(bind)?;
+    enlarge_receive_buffer(&socket);
+    let runtime = quinn::default_runtime()
+        .ok_or_else(|| std::io::Error::other("no async runtime to run the endpoint on"))?;
+    quinn::Endpoint::new(quinn::EndpointConfig::default(), None, socket, runtime)
+}
+
 /// Frames taken from a queue for one write, at most: enough to fill several packets, few enough
 /// that one slow write does not hold a large burst back.
 const WRITE_BATCH_FRAMES: usize = 64;
@@ -786,5 +813,29 @@ mod tests {
         assert!(!bucket.take(start + Duration::from_millis(100)));
         assert!((0..5).all(|_| bucket.take(start + Duration::from_secs(10))));
         assert!(!bucket.take(start + Duration::from_secs(10)));
+    }
+
+    /// A replica's or client's socket gets the receive buffer asked for, or as much of it as the
+    /// kernel allows (`net.core.rmem_max`; Linux reports twice what it grants, for bookkeeping).
+    #[test]
+    fn sockets_get_a_large_receive_buffer() {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let before = socket2::SockRef::from(&socket)
+            .recv_buffer_size()
+            .expect("readable");
+        enlarge_receive_buffer(&socket);
+        let after = socket2::SockRef::from(&socket)
+            .recv_buffer_size()
+            .expect("readable");
+        let allowed = std::fs::read_to_string("/proc/sys/net/core/rmem_max")
+            .ok()
+            .and_then(|s| s.trim().parse::<usize>().ok());
+        match allowed {
+            Some(max) => assert!(
+                after >= SOCKET_RECEIVE_BUFFER.min(max),
+                "{after} bytes after asking for {SOCKET_RECEIVE_BUFFER} (rmem_max {max}, before {before})"
+            ),
+            None => assert!(after >= before),
+        }
     }
 }
