@@ -3,9 +3,12 @@
 //! as authenticated by the client's channel (as PBFT's MAC authenticators authenticate requests,
 //! OSDI '99 section 5.2); everything else keeps its signature check.
 
-use bft_core::codec::{self, FrameRef};
+use bft_core::codec;
 use bft_core::messages::{PrePreparePayload, Request, WireMessage, batch_digest};
-use bft_core::testkit::{self as harness, Cluster, Node, client_key, replica_key};
+use bft_core::testkit::{
+    self as harness, Cluster, Node, client_key, client_request as request, flip_signature,
+    replica_key,
+};
 use bft_core::verify::DIRECT_HISTORY;
 use bft_core::{
     ClientId, DirectAdmission, DirectRequests, MessageKind, Principal, ReplicaId, SeqNum,
@@ -19,31 +22,6 @@ const CLUSTER: u64 = harness::CLUSTER_ID;
 
 fn verifier() -> Verifier {
     Verifier::new(Arc::new(harness::config(1, 2))).expect("valid")
-}
-
-fn request(client: u64, timestamp: u64, operation: &[u8]) -> Bytes {
-    Request {
-        timestamp,
-        operation: operation.to_vec(),
-    }
-    .sign(
-        &client_key(client),
-        CLUSTER,
-        Principal::Client(ClientId(client)),
-    )
-}
-
-/// The frame with one byte of its signature flipped: the same signed bytes, so the same request
-/// digest, but a signature that does not verify.
-fn flip_signature(frame: &Bytes) -> Bytes {
-    let decoded = codec::decode_frame(frame, usize::MAX).expect("a frame");
-    let mut signature = decoded.signature;
-    signature.0[7] ^= 0x01;
-    FrameRef {
-        signature,
-        ..decoded
-    }
-    .encode()
 }
 
 /// SHA-256 of a request frame's signed bytes (what batch digests are made of).

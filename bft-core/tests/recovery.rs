@@ -8,13 +8,15 @@
 //! point of a run, that the rebuilt replica refuses what the one before the crash would have
 //! refused, and that storage that does not verify is refused with a typed error.
 
-use bft_core::codec::{self, FrameRef};
+use bft_core::codec;
 use bft_core::messages::{
     Checkpoint, PrePreparePayload, Prepare, Request, StateManifest, WireMessage, batch_digest,
     checkpoint_digest,
 };
 use bft_core::testkit::service::LogService;
-use bft_core::testkit::{self, CLUSTER_ID, Cluster, Envelope, Node, client_key, replica_key};
+use bft_core::testkit::{
+    self, CLUSTER_ID, Cluster, Envelope, Node, client_key, flip_signature, replica_key,
+};
 use bft_core::{
     Actions, ClientId, ClusterConfig, DurableCheckpoint, Input, MemoryStorage, MessageKind,
     Outcome, Phase, Principal, Record, RecoveryError, RecoveryReport, Rejected, Rejection, Replica,
@@ -129,18 +131,6 @@ impl Restored {
             prepared_certificates_held: status.prepared_certificates_held,
         }
     }
-}
-
-/// The frame with one byte of its signature flipped (nothing re-signed).
-fn flip_signature(frame: &Bytes) -> Bytes {
-    let decoded = codec::decode_frame(frame, usize::MAX).expect("a frame");
-    let mut signature = decoded.signature;
-    signature.0[7] ^= 0x01;
-    FrameRef {
-        signature,
-        ..decoded
-    }
-    .encode()
 }
 
 /// Who signed a frame (it must decode).

@@ -83,6 +83,33 @@ pub fn commit(signer: u32, view: u64, seq: u64, digest: bft_crypto::Digest) -> B
     signed_by_replica(signer, &commit)
 }
 
+/// A request from client `client` of a testkit cluster, signed with its testkit key.
+pub fn client_request(client: u64, timestamp: u64, operation: &[u8]) -> Bytes {
+    use crate::messages::WireMessage;
+    crate::messages::Request {
+        timestamp,
+        operation: operation.to_vec(),
+    }
+    .sign(
+        &client_key(client),
+        CLUSTER_ID,
+        crate::Principal::Client(ClientId(client)),
+    )
+}
+
+/// `frame` with one byte of its signature flipped (nothing re-signed): the same signed bytes,
+/// and so the same digest, with a signature that does not verify. `frame` must decode.
+pub fn flip_signature(frame: &Bytes) -> Bytes {
+    let decoded = crate::codec::decode_frame(frame, usize::MAX).expect("a frame");
+    let mut signature = decoded.signature;
+    signature.0[7] ^= 0x01;
+    crate::codec::FrameRef {
+        signature,
+        ..decoded
+    }
+    .encode()
+}
+
 /// Deterministic key for replica `i` of a test cluster.
 pub fn replica_key(i: u32) -> KeyPair {
     let mut seed = [0u8; 32];
