@@ -10,9 +10,8 @@ pub mod service;
 
 use crate::client::ClientInput;
 use crate::{
-    Client, ClientId, ClusterConfig, Completed, Destination, DirectAdmission, DirectRequests,
-    Executed, Input, MemoryStorage, Outgoing, Rejected, Replica, ReplicaId, Service, Time,
-    Verifier, VerifyError,
+    Client, ClientId, ClusterConfig, Completed, Destination, DirectRequests, Executed, Input,
+    MemoryStorage, Outgoing, Rejected, Replica, ReplicaId, Service, Time, Verifier, VerifyError,
 };
 use bft_crypto::KeyPair;
 use bytes::Bytes;
@@ -276,15 +275,12 @@ impl Cluster {
             (Node::Client(client), Node::Replica(id)) if !self.silent.contains(&id) => {
                 let index = id.0 as usize;
                 let primary = self.replicas[index].is_primary();
-                self.verifier
-                    .admit_direct(&mut self.direct[index], client, &envelope.frame, primary)
-                    .and_then(|admission| match admission {
-                        DirectAdmission::Recorded => Ok(None),
-                        DirectAdmission::Verify => self
-                            .verifier
-                            .verify_from(envelope.from.principal(), envelope.frame)
-                            .map(Some),
-                    })
+                self.verifier.receive_direct(
+                    &mut self.direct[index],
+                    client,
+                    envelope.frame,
+                    primary,
+                )
             }
             (from, Node::Replica(id)) => self
                 .verifier

@@ -16,7 +16,7 @@
 //! [`Verifier::verify_from_at`] then accept a PRE-PREPARE's embedded request without a signature
 //! check when its frame is byte for byte one the same client sent this replica directly.
 
-use super::{Verifier, VerifyError};
+use super::{VerifiedMessage, Verifier, VerifyError};
 use crate::codec;
 use crate::ids::{ClientId, Principal};
 use crate::messages::MessageKind;
@@ -90,29 +90,21 @@ impl Verifier {
         frame: &Bytes,
         primary: bool,
     ) -> Result<DirectAdmission, VerifyError> {
-        let limit = self.config.limits.max_request_frame_bytes();
-        let header = codec::decode_frame(frame, limit)?.header;
-        if header.cluster != self.config.cluster_id {
-            return Err(VerifyError::WrongCluster {
-                expected: self.config.cluster_id,
-                got: header.cluster,
-            });
-        }
-        let peer = Principal::Client(client);
+        let decoded = codec::decode_frame(frame, self.config.limits.max_request_frame_bytes())?;
+        self.check_header(&decoded)?;
+        let header = decoded.header;
         if header.kind != MessageKind::Request {
             return Err(VerifyError::WrongRole {
                 kind: header.kind,
                 sender: header.sender,
             });
         }
+        let peer = Principal::Client(client);
         if header.sender != peer {
             return Err(VerifyError::SenderIsNotPeer {
                 sender: header.sender,
                 peer,
             });
-        }
-        if !self.config.clients.contains_key(&client) {
-            return Err(VerifyError::UnknownSender(peer));
         }
         let new = direct.record(client, frame);
         Ok(if new && !primary {
@@ -120,5 +112,21 @@ impl Verifier {
         } else {
             DirectAdmission::Verify
         })
+    }
+
+    /// A frame that arrived at a replica on a channel authenticated as `client`, admitted with
+    /// [`Verifier::admit_direct`] and, unless only recorded (`Ok(None)`), verified in full. For
+    /// drivers that verify one frame at a time (the test cluster, the simulator).
+    pub fn receive_direct(
+        &self,
+        direct: &mut DirectRequests,
+        client: ClientId,
+        frame: Bytes,
+        primary: bool,
+    ) -> Result<Option<VerifiedMessage>, VerifyError> {
+        match self.admit_direct(direct, client, &frame, primary)? {
+            DirectAdmission::Recorded => Ok(None),
+            DirectAdmission::Verify => self.verify_from(Principal::Client(client), frame).map(Some),
+        }
     }
 }

@@ -403,24 +403,7 @@ impl Verifier {
     ) -> Result<Parsed, VerifyError> {
         let decoded = codec::decode_frame(&frame, max_len)?;
         let header = decoded.header;
-        if header.cluster != self.config.cluster_id {
-            return Err(VerifyError::WrongCluster {
-                expected: self.config.cluster_id,
-                got: header.cluster,
-            });
-        }
-        if !header.kind.allowed_from(header.sender) {
-            return Err(VerifyError::WrongRole {
-                kind: header.kind,
-                sender: header.sender,
-            });
-        }
-        if header.kind != MessageKind::PrePrepare && !decoded.attachment.is_empty() {
-            return Err(VerifyError::UnexpectedAttachment(header.kind));
-        }
-        let key = self
-            .key_of(header.sender)
-            .ok_or(VerifyError::UnknownSender(header.sender))?;
+        let key = self.check_header(&decoded)?;
         let channel_authenticated = header.kind == MessageKind::Reply;
         if channel_authenticated {
             match peer {
@@ -450,6 +433,30 @@ impl Verifier {
             signature,
             channel_authenticated,
         })
+    }
+
+    /// The checks every frame's header gets before anything else: cluster id, the sender's role
+    /// for the kind, an attachment only on pre-prepares, and a configured sender, whose key is
+    /// returned.
+    fn check_header(&self, decoded: &codec::FrameRef<'_>) -> Result<PublicKey, VerifyError> {
+        let header = decoded.header;
+        if header.cluster != self.config.cluster_id {
+            return Err(VerifyError::WrongCluster {
+                expected: self.config.cluster_id,
+                got: header.cluster,
+            });
+        }
+        if !header.kind.allowed_from(header.sender) {
+            return Err(VerifyError::WrongRole {
+                kind: header.kind,
+                sender: header.sender,
+            });
+        }
+        if header.kind != MessageKind::PrePrepare && !decoded.attachment.is_empty() {
+            return Err(VerifyError::UnexpectedAttachment(header.kind));
+        }
+        self.key_of(header.sender)
+            .ok_or(VerifyError::UnknownSender(header.sender))
     }
 
     fn key_of(&self, sender: Principal) -> Option<PublicKey> {

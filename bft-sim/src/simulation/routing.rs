@@ -6,8 +6,8 @@ use crate::network::{Endpoint, Transit};
 use crate::rng::{chance, pick};
 use bft_core::codec::decode_frame;
 use bft_core::{
-    ClientInput, Destination, DirectAdmission, Input, MessageKind, Outgoing, Principal, ReplicaId,
-    VerifiedMessage, VerifyError,
+    ClientInput, Destination, Input, MessageKind, Outgoing, Principal, ReplicaId, VerifiedMessage,
+    VerifyError,
 };
 use bytes::Bytes;
 
@@ -54,13 +54,8 @@ impl Simulation {
                     return Ok(None); // crashed: nothing receives it
                 };
                 let primary = replica.is_primary();
-                match self
-                    .verifier
-                    .admit_direct(&mut node.direct, client, &frame, primary)?
-                {
-                    DirectAdmission::Recorded => Ok(None),
-                    DirectAdmission::Verify => self.verify(from, frame).map(Some),
-                }
+                self.verifier
+                    .receive_direct(&mut node.direct, client, frame, primary)
             }
             Endpoint::Replica(peer) => {
                 let max = self.config.limits.max_message_bytes;
