@@ -4,30 +4,44 @@
 //!
 //! The cluster persists across iterations, and each iteration orders a fresh batch, so
 //! checkpoints (every 128 batches, the default interval) and garbage collection happen as in a
-//! long run; with 64-request batches a run orders only about a hundred batches, so at most one
-//! checkpoint falls in it. After each configuration the batches ordered, stable checkpoints and
-//! replica rejections (late votes for slots a checkpoint collected) are printed. The harness
-//! mirrors `bft-net`'s driver: every frame a replica receives goes through
-//! [`Verifier::verify_batch`] (chunks of 32 frames, as the driver's verification stage), the
-//! verified messages are stepped one by one and their actions absorbed (group commit), persisted
-//! to a [`MemoryStorage`], then sent; due timers are ticked. Clients verify each reply with
-//! [`Verifier::verify`], as `bft-net`'s client does. Delivery is in synchronous rounds: in each
-//! round every node takes everything sent to it in the previous round.
+//! long run. After each configuration the batches ordered, stable checkpoints and replica
+//! rejections (late votes for slots a checkpoint collected) are printed, so a run shows how many
+//! checkpoints fell in it.
+//!
+//! The harness mirrors the verification stage of `bft-net`'s driver, each frame paired with the
+//! node it came from as the principal of its authenticated channel. Clients multicast each
+//! request to every replica. A replica first admits the frames its clients sent it with
+//! [`Verifier::admit_direct`], into its own [`DirectRequests`] record: at a backup the first copy
+//! of a request is only recorded (neither verified nor stepped), while the primary, and any
+//! replica receiving a retransmission, verifies it. Every remaining frame goes through
+//! [`Verifier::verify_batch_at`] (chunks of 32 frames, as the driver's verification stage), so
+//! prepares and commits that arrive on their signer's channel are accepted without a signature
+//! check, and a pre-prepare's embedded requests that their clients sent this replica directly
+//! are not checked again. The verified messages are stepped one by one and their actions
+//! absorbed (group commit), persisted to a [`MemoryStorage`], then sent; due timers are ticked.
+//! Replies are unsigned: clients accept them with [`Verifier::verify_from`], authenticated by the
+//! channel of the replica that sent them, as `bft-net`'s client does. Delivery is in synchronous
+//! rounds: in each round every node takes everything sent to it in the previous round.
 //!
 //! To get full batches the primary keeps one batch in flight (`max_in_flight_batches = 1`): the
 //! requests of batch k+1 are submitted while batch k is in flight, queue at the primary, and form
 //! one batch when batch k executes there. One iteration submits batch k+1's requests and runs
 //! rounds until every replica has executed batch k and batch k's clients hold f+1 replies. In the
-//! steady state that is exactly one batch's work: b client requests signed, and verified by every
-//! replica, one pre-prepare, n - 1 prepares and n commits multicast and verified, b requests
-//! executed and n × b replies signed and verified.
+//! steady state that is exactly one batch's work: b client requests signed and sent to all n
+//! replicas, their signatures checked by the primary and their first copies recorded by the
+//! n - 1 backups; one pre-prepare signed and its signature checked by every backup, which finds
+//! the embedded requests in its record (they reached it a round before the pre-prepare); n - 1
+//! prepares and n commits signed, multicast and accepted by the channel, each replica then
+//! checking only as many prepare signatures as prepared needs (a backup's own prepare counts
+//! without one) and no commit signature (commits are checked only to be relayed); b requests
+//! executed by every replica; and n × b unsigned replies sent and accepted by the channel.
 //!
 //! Two measurements per configuration, with the batch as the iteration and its requests as
 //! throughput elements (so criterion's `elem/s` is requests per second):
 //!
 //! - `replicas`: the time spent in the replicas' part (verification of their inbound frames,
 //!   stepping, persisting, routing), i.e. the cluster's total replica CPU per batch;
-//! - `end_to_end`: all of it, including the clients signing their requests and verifying every
+//! - `end_to_end`: all of it, including the clients signing their requests and accepting every
 //!   reply.
 //!
 //! Run with `cargo bench -p benches --bench core_batch` (add a filter, e.g. `-- n7`, to run a
@@ -36,8 +50,8 @@
 use bft_core::testkit::service::LogService;
 use bft_core::testkit::{self, Envelope, Node, client_key, replica_key};
 use bft_core::{
-    Actions, Client, ClientId, ClientInput, Destination, Input, MemoryStorage, Outgoing, Replica,
-    ReplicaId, Time, Verifier,
+    Actions, Client, ClientId, ClientInput, Destination, DirectAdmission, DirectRequests, Input,
+    MemoryStorage, Outgoing, Principal, Replica, ReplicaId, Time, Verifier,
 };
 use criterion::{BenchmarkId, Criterion, Throughput};
 use std::collections::BTreeMap;
@@ -45,7 +59,7 @@ use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Frames per `verify_batch` call, as `bft-net`'s driver (`VERIFY_CHUNK`).
+/// Frames per `verify_batch_at` call, as `bft-net`'s driver (`VERIFY_CHUNK`).
 const VERIFY_CHUNK: usize = 32;
 /// Virtual time per delivery round (every timeout is hundreds of milliseconds).
 const ROUND: Duration = Duration::from_micros(50);
@@ -61,6 +75,9 @@ struct Harness {
     verifier: Verifier,
     replicas: Vec<Replica<LogService>>,
     storage: Vec<MemoryStorage>,
+    /// The requests each replica's clients sent it directly, as the driver's verification stage
+    /// keeps them.
+    direct: Vec<DirectRequests>,
     /// Client `ClientId(i + 1)` is `clients[i]`: two groups of `batch` clients that take turns,
     /// and one more that starts the pipeline.
     clients: Vec<Client>,
@@ -106,6 +123,7 @@ impl Harness {
             verifier: Verifier::new(config.clone()).expect("valid configuration"),
             replicas,
             storage: vec![MemoryStorage::default(); n],
+            direct: vec![DirectRequests::new(); n],
             replica_inbox: vec![Vec::new(); n],
             client_inbox: vec![Vec::new(); clients.len()],
             clients,
@@ -197,14 +215,36 @@ impl Harness {
             } else {
                 Actions::default()
             };
-            let mut frames = inbox.into_iter().map(|e| e.frame);
+            // Clients' direct requests are admitted first, so that a pre-prepare in the same
+            // round finds them; a backup only records a first copy.
+            let direct = &mut self.direct[i];
+            let is_primary = replica.is_primary();
+            let mut frames = Vec::with_capacity(inbox.len());
+            for Envelope { from, frame, .. } in inbox {
+                if let Node::Client(client) = from {
+                    let admission = self
+                        .verifier
+                        .admit_direct(direct, client, &frame, is_primary)
+                        .expect("every request is admitted");
+                    if admission == DirectAdmission::Recorded {
+                        continue;
+                    }
+                }
+                frames.push((from.principal(), frame));
+            }
+            let mut frames = frames.into_iter();
             loop {
                 let chunk: Vec<_> = frames.by_ref().take(VERIFY_CHUNK).collect();
                 if chunk.is_empty() {
                     break;
                 }
-                for result in self.verifier.verify_batch(chunk) {
+                let peers: Vec<Principal> = chunk.iter().map(|(peer, _)| *peer).collect();
+                let results = self.verifier.verify_batch_at(chunk, direct);
+                for (peer, result) in peers.into_iter().zip(results) {
                     let message = result.expect("every frame verifies");
+                    if let Principal::Client(_) = peer {
+                        assert_eq!(message.sender(), peer, "frames from a client are its own");
+                    }
                     actions.absorb(replica.step(now, Input::Message(message)));
                 }
             }
@@ -222,10 +262,10 @@ impl Harness {
             active = true;
             let client = &mut self.clients[i];
             let mut send = Vec::new();
-            for envelope in inbox {
+            for Envelope { from, frame, .. } in inbox {
                 let message = self
                     .verifier
-                    .verify(envelope.frame)
+                    .verify_from(from.principal(), frame)
                     .expect("every reply verifies");
                 let actions = client.step(now, ClientInput::Message(message));
                 send.extend(actions.send);

@@ -2,12 +2,12 @@
 //! batches whose messages a replica missed, each proven by a commit certificate.
 
 use bft_core::messages::{
-    CommittedBatchPayload, PrePreparePayload, Request, WireMessage, batch_digest,
+    Commit, CommittedBatchPayload, PrePreparePayload, Request, WireMessage, batch_digest,
 };
 use bft_core::testkit::{self, Cluster, Node};
 use bft_core::{
-    ClientId, Input, Principal, Rejection, ReplicaId, SeqNum, Service, Time, VerifiedMessage,
-    VerifyError, View,
+    ClientId, Input, MessageKind, Principal, Rejection, ReplicaId, SeqNum, Service, Time,
+    VerifiedMessage, VerifyError, View,
 };
 use serde_bytes::ByteBuf;
 use std::collections::BTreeSet;
@@ -99,6 +99,61 @@ fn a_replica_that_missed_a_batch_fetches_it_with_its_certificate() {
         repaired.metrics()
     );
     assert_eq!(repaired.metrics().state_transfers_started, 0);
+    assert_eq!(cluster.assert_agreement(&BTreeSet::new()), 40);
+}
+
+/// Sections 4.2 and 5.2 (commits authenticated by their channel) with catch-up (TOCS 2002
+/// section 6): replica 3 signs every commit badly, as a Byzantine replica may, and replica 2
+/// misses every commit for sequence number 5. The others commit on replica 3's commits, which
+/// their channels authenticated, and no one refuses a frame. Replica 2 then fetches batch 5 from
+/// replica 0 or 1 (replica 3 does not answer): the certificate it gets leaves replica 3's commit
+/// out for replica 2's own (which arrived after the batch committed there), so it verifies, and
+/// replica 2 installs the batch without a state transfer.
+#[test]
+fn a_badly_signed_commit_is_never_relayed_in_a_certificate() {
+    let mut cluster = Cluster::with_f(1, 2);
+    cluster.filter = Some(Box::new(move |envelope| {
+        let Ok(decoded) = bft_core::codec::decode_frame(&envelope.frame, usize::MAX) else {
+            return true;
+        };
+        let (kind, sender) = (decoded.header.kind, decoded.header.sender);
+        let seq = (kind == MessageKind::Commit)
+            .then(|| bft_core::codec::decode::<Commit>(decoded.payload).ok())
+            .flatten()
+            .map(|commit| commit.seq);
+        if envelope.to == Node::Replica(ReplicaId(2)) && seq == Some(SeqNum(5)) {
+            return false;
+        }
+        if envelope.to == Node::Replica(ReplicaId(3)) && kind == MessageKind::FetchCommitted {
+            return false;
+        }
+        if kind == MessageKind::Commit && sender == Principal::Replica(ReplicaId(3)) {
+            envelope.frame = testkit::flip_signature(&envelope.frame);
+        }
+        true
+    }));
+    assert_eq!(
+        cluster.run_closed_loop(&ids(2), 20, Duration::from_secs(600), op),
+        40
+    );
+    settle(&mut cluster);
+    assert!(
+        cluster.verify_failures.is_empty(),
+        "{:?}",
+        cluster.verify_failures
+    );
+    let repaired = &cluster.replicas[2];
+    assert_eq!(
+        repaired.metrics().committed_batches_installed,
+        1,
+        "{:?}",
+        repaired.metrics()
+    );
+    assert_eq!(repaired.metrics().state_transfers_started, 0);
+    let served: u64 = (0..2)
+        .map(|i| cluster.replicas[i].metrics().committed_batches_served)
+        .sum();
+    assert!(served >= 1);
     assert_eq!(cluster.assert_agreement(&BTreeSet::new()), 40);
 }
 

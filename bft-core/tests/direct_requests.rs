@@ -179,7 +179,7 @@ fn an_embedded_request_skips_its_signature_check_only_for_the_clients_own_bytes(
             .verify_from_at(from_primary(), frame.clone(), &direct)
             .is_ok()
     );
-    assert!(verifier.verify_batch_at(vec![frame], &direct)[0].is_ok());
+    assert!(verifier.verify_batch_at(vec![(from_primary(), frame)], &direct)[0].is_ok());
 }
 
 /// A record is bounded per client: after the client sent `DIRECT_HISTORY` newer frames, an old
@@ -245,4 +245,67 @@ fn backups_order_the_clients_direct_copies_without_relaying_them() {
     for replica in &cluster.replicas {
         assert_eq!(replica.metrics().requests_executed, 20);
     }
+}
+
+/// A backup logs the pre-prepares it accepts, so its log may hold a request that only its client's
+/// channel authenticated: here a Byzantine client sent a badly signed request directly, and a
+/// Byzantine primary proposed exactly those bytes. Restarting from that log takes the request as
+/// the channel did (`Verifier::verify_recorded`) instead of refusing the storage.
+#[test]
+fn a_backup_recovers_a_logged_pre_prepare_whose_request_its_channel_authenticated() {
+    let mut cluster = Cluster::with_f(1, 2);
+    let badly_signed = flip_signature(&request(1, 1, b"op"));
+    cluster.inject(
+        Node::Client(ClientId(1)),
+        Node::Replica(ReplicaId(1)),
+        badly_signed.clone(),
+    );
+    assert!(cluster.deliver_one());
+    let frame = pre_prepare(1, std::slice::from_ref(&badly_signed));
+    cluster.inject(
+        Node::Replica(ReplicaId(0)),
+        Node::Replica(ReplicaId(1)),
+        frame,
+    );
+    assert!(cluster.deliver_one());
+    assert!(cluster.verify_failures.is_empty());
+    let storage = &cluster.storage[1];
+    let logged = storage
+        .records
+        .iter()
+        .find_map(|record| match record {
+            bft_core::Record::Frame(frame)
+                if codec::decode_frame(frame, usize::MAX)
+                    .is_ok_and(|f| f.header.kind == MessageKind::PrePrepare) =>
+            {
+                Some(frame.clone())
+            }
+            _ => None,
+        })
+        .expect("the backup logged the pre-prepare");
+    assert!(
+        cluster.verifier.verify(logged).is_err(),
+        "its request's signature is bad"
+    );
+    let (mut recovered, _) = bft_core::Replica::recover(
+        cluster.config.clone(),
+        ReplicaId(1),
+        replica_key(1),
+        harness::service::LogService::default(),
+        storage.checkpoint.as_ref(),
+        &storage.records,
+    )
+    .unwrap_or_else(|error| panic!("the backup cannot recover its own log: {error}"));
+    // The pre-prepare is back in its log: another one for the same sequence number conflicts.
+    let other = pre_prepare(1, &[request(2, 1, b"other op")]);
+    let other = cluster
+        .verifier
+        .verify_from(from_primary(), other)
+        .expect("a valid pre-prepare");
+    harness::assert_refused(
+        &mut recovered,
+        other,
+        bft_core::Rejection::ConflictingPrePrepare,
+        "after recovery",
+    );
 }

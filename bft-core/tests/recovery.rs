@@ -225,6 +225,96 @@ fn every_replica_recovers_its_state_after_a_run_with_checkpoints() {
     );
 }
 
+/// Commits are authenticated by their signer's channel (sections 4.2 and 5.2), so a replica logs
+/// the commits a Byzantine replica signed badly, as it accepted them. Restarting from that log
+/// must take them as the channel did (`Verifier::verify_recorded`), not refuse the storage: after
+/// a run in which replica 3 signed every commit badly, every correct replica recovers where it was.
+#[test]
+fn replicas_recover_from_logs_that_hold_commits_only_their_channel_authenticated() {
+    let mut cluster = Cluster::new(small_checkpoints(4));
+    cluster.filter = Some(Box::new(|envelope| {
+        if envelope.from == Node::Replica(ReplicaId(3))
+            && codec::decode_frame(&envelope.frame, usize::MAX)
+                .is_ok_and(|f| f.header.kind == MessageKind::Commit)
+        {
+            envelope.frame = flip_signature(&envelope.frame);
+        }
+        true
+    }));
+    assert_eq!(
+        cluster.run_closed_loop(&ids(4), 10, Duration::from_secs(60), op),
+        40
+    );
+    assert!(cluster.verify_failures.is_empty());
+    let logged_bad_commits = cluster.storage[0]
+        .records
+        .iter()
+        .filter(|record| match record {
+            Record::Frame(frame) => {
+                frame_sender(frame) == Principal::Replica(ReplicaId(3))
+                    && cluster.verifier.verify(frame.clone()).is_err()
+            }
+            _ => false,
+        })
+        .count();
+    assert!(logged_bad_commits > 0, "the run must log such commits");
+    for i in 0..3u32 {
+        let live = &cluster.replicas[i as usize];
+        let recovered = recover_from_storage(&cluster, i);
+        assert_eq!(
+            Restored::of(&recovered.status()),
+            Restored::of(&live.status()),
+            "replica {i}"
+        );
+    }
+}
+
+/// Prepares and commits are authenticated by their signer's channel (sections 4.2 and 5.2), so a
+/// replica logs the votes a Byzantine replica signed badly, as it accepted them. Restarting from
+/// that log must take them as the channel did (`Verifier::verify_recorded`), not refuse the
+/// storage: after a run in which replica 3 signed every vote badly, every correct replica
+/// recovers where it was. (A badly signed prepare never counts toward prepared: a replica checks
+/// the prepares it counts first.)
+#[test]
+fn replicas_recover_from_logs_that_hold_votes_only_their_channel_authenticated() {
+    let mut cluster = Cluster::new(small_checkpoints(4));
+    cluster.filter = Some(Box::new(|envelope| {
+        if envelope.from == Node::Replica(ReplicaId(3))
+            && codec::decode_frame(&envelope.frame, usize::MAX)
+                .is_ok_and(|f| matches!(f.header.kind, MessageKind::Prepare | MessageKind::Commit))
+        {
+            envelope.frame = flip_signature(&envelope.frame);
+        }
+        true
+    }));
+    assert_eq!(
+        cluster.run_closed_loop(&ids(4), 10, Duration::from_secs(60), op),
+        40
+    );
+    assert!(cluster.verify_failures.is_empty());
+    let logged_bad_votes = cluster.storage[0]
+        .records
+        .iter()
+        .filter(|record| match record {
+            Record::Frame(frame) => {
+                frame_sender(frame) == Principal::Replica(ReplicaId(3))
+                    && cluster.verifier.verify(frame.clone()).is_err()
+            }
+            _ => false,
+        })
+        .count();
+    assert!(logged_bad_votes > 0, "the run must log such votes");
+    for i in 0..3u32 {
+        let live = &cluster.replicas[i as usize];
+        let recovered = recover_from_storage(&cluster, i);
+        assert_eq!(
+            Restored::of(&recovered.status()),
+            Restored::of(&live.status()),
+            "replica {i}"
+        );
+    }
+}
+
 /// A closed loop of `per_client` operations from each client, one frame delivered per step
 /// (time jumps only when nothing is in flight); `after_step` runs after every step and may stop
 /// the run by returning false. Returns the number of steps taken.
@@ -1436,7 +1526,16 @@ fn a_record_that_does_not_verify_is_refused_with_its_place() {
     assert!(recover_with(&config, id, Some(&checkpoint), &records).is_ok());
 
     // A flipped signature byte, at each position of the log that holds a frame or a signed
-    // record.
+    // record. Another replica's prepare or commit is the exception: its channel authenticated
+    // it, and the log stands for that channel (`Verifier::verify_recorded`; see
+    // replicas_recover_from_logs_that_hold_votes_only_their_channel_authenticated).
+    let peer_vote = |record: &Record| match record {
+        Record::Frame(frame) => codec::decode_frame(frame, usize::MAX).is_ok_and(|f| {
+            matches!(f.header.kind, MessageKind::Prepare | MessageKind::Commit)
+                && f.header.sender != Principal::Replica(ReplicaId(id))
+        }),
+        _ => false,
+    };
     let mut tried = 0;
     for index in 0..records.len() {
         let mut altered = records.clone();
@@ -1446,6 +1545,10 @@ fn a_record_that_does_not_verify_is_refused_with_its_place() {
             _ => continue,
         }
         let result = recover_with(&config, id, Some(&checkpoint), &altered);
+        if peer_vote(&records[index]) {
+            assert!(result.is_ok(), "a peer's vote at {index}");
+            continue;
+        }
         let (place, at, reason) = invalid_record(result);
         assert_eq!((place, at), ("log", index), "{reason}");
         tried += 1;
@@ -1462,8 +1565,12 @@ fn a_record_that_does_not_verify_is_refused_with_its_place() {
                 *pre_prepare = flip_signature(pre_prepare)
             }
         }
-        let (place, at, reason) =
-            invalid_record(recover_with(&config, id, Some(&altered), &records));
+        let result = recover_with(&config, id, Some(&altered), &records);
+        if peer_vote(&checkpoint.records[index]) {
+            assert!(result.is_ok(), "a peer's vote at {index}");
+            continue;
+        }
+        let (place, at, reason) = invalid_record(result);
         assert_eq!((place, at), ("checkpoint", index), "{reason}");
     }
 
@@ -1472,6 +1579,12 @@ fn a_record_that_does_not_verify_is_refused_with_its_place() {
     let prepare = Prepare {
         view: View(0),
         seq: SeqNum(1),
+        digest: Digest([9; 32]),
+    };
+    // A checkpoint vote is checked by its signature even from the log (only prepares and commits
+    // of other replicas are taken as their channel took them).
+    let vote = Checkpoint {
+        seq: SeqNum(4),
         digest: Digest([9; 32]),
     };
     let foreign: Vec<(&str, Record)> = vec![
@@ -1484,8 +1597,8 @@ fn a_record_that_does_not_verify_is_refused_with_its_place() {
             )),
         ),
         (
-            "a prepare signed with another replica's key",
-            Record::Frame(prepare.sign(
+            "a checkpoint vote signed with another replica's key",
+            Record::Frame(vote.sign(
                 &replica_key(3),
                 CLUSTER_ID,
                 Principal::Replica(ReplicaId(2)),

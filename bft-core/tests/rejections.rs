@@ -14,11 +14,11 @@ use bft_core::testkit as harness;
 
 use bft_core::codec::{self, DecodeError, FrameRef};
 use bft_core::messages::{
-    Commit, PrePreparePayload, Prepare, Reply, Request, WireMessage, batch_digest,
+    Checkpoint, Commit, PrePreparePayload, Prepare, Reply, Request, WireMessage, batch_digest,
 };
 use bft_core::{
-    Actions, ClientId, ClusterConfig, Destination, Executed, Input, MemoryStorage, MessageKind,
-    Outcome, Outgoing, Principal, Record, Rejection, Replica, ReplicaId, SeqNum, Time,
+    Actions, ClientId, ClusterConfig, Destination, DirectRequests, Executed, Input, MemoryStorage,
+    MessageKind, Outcome, Outgoing, Principal, Record, Rejection, Replica, ReplicaId, SeqNum, Time,
     VerifiedMessage, Verifier, VerifyError, View,
 };
 use bft_crypto::Digest;
@@ -1198,8 +1198,10 @@ fn retransmission_of_the_last_request_is_answered_from_the_cache() {
 
 /// Section 5.2 (replies are authenticated by MACs, not signatures): a reply needs no signature
 /// on a channel authenticated as its sender, but is refused on another replica's channel (a
-/// Byzantine replica cannot speak for a correct one) and where no channel is known. Every other
-/// kind still needs its own signature on any channel: a channel never stands in for it.
+/// Byzantine replica cannot speak for a correct one) and where no channel is known. Kinds that are
+/// relayed as they arrived (here a checkpoint vote, shown in stable proofs) still need their own
+/// signature on any channel: a channel never stands in for it (prepares and commits, which a
+/// replica checks before it relays them: see the next test).
 #[test]
 fn replies_are_authenticated_by_their_channel_and_nothing_else_is() {
     let fx = Fixture::new();
@@ -1246,27 +1248,175 @@ fn replies_are_authenticated_by_their_channel_and_nothing_else_is() {
             .iter()
             .all(|r| matches!(r, Err(VerifyError::ReplyWithoutChannel(p)) if *p == r1))
     );
-    // A prepare unsigned (the reply's zero signature) or badly signed is refused even on its
+    // A checkpoint unsigned (the reply's zero signature) or badly signed is refused even on its
     // sender's channel; a signed one relayed on another replica's channel is accepted.
-    let prepare = Prepare {
-        view: View(0),
-        seq: SeqNum(1),
+    let vote = Checkpoint {
+        seq: SeqNum(4),
         digest: Digest([3; 32]),
     };
-    let unsigned_prepare = prepare.unsigned(CLUSTER, r2);
+    let unsigned_vote = vote.unsigned(CLUSTER, r2);
     assert_eq!(
-        fx.verifier.verify_from(r2, unsigned_prepare).unwrap_err(),
+        fx.verifier.verify_from(r2, unsigned_vote).unwrap_err(),
         VerifyError::BadSignature(r2)
     );
-    let forged = reframe(&fx.prepare(2, 0, 1, Digest([3; 32])), |_, _, s| s.0[0] ^= 1);
+    let forged = reframe(&fx.signed_by(2, &vote), |_, _, s| s.0[0] ^= 1);
     assert_eq!(
         fx.verifier.verify_from(r2, forged).unwrap_err(),
         VerifyError::BadSignature(r2)
     );
-    let relayed = fx
-        .verifier
-        .verify_from(r1, fx.prepare(2, 0, 1, Digest([3; 32])));
+    let relayed = fx.verifier.verify_from(r1, fx.signed_by(2, &vote));
     assert_eq!(relayed.map(|m| m.sender()), Ok(r2));
+}
+
+/// Sections 4.2 and 5.2 (prepares and commits are authenticated by MACs): a vote on a channel
+/// authenticated as its signer is accepted without a signature check, and says so
+/// (`Verified::signature_checked`), so the replica checks it before it counts toward a prepared
+/// certificate or is relayed in a commit certificate. The channel stands only for its own
+/// principal: a badly signed vote naming another replica is refused on any other channel, and so
+/// is one with no channel at all (as a certificate embeds it). A well-signed vote relayed by
+/// another replica is accepted, with its signature checked. A replica's own log is the channel
+/// the votes of others came on; its own votes there are checked by their signatures.
+#[test]
+fn votes_are_authenticated_by_their_signers_channel_and_only_by_it() {
+    let fx = Fixture::new();
+    let r1 = Principal::Replica(ReplicaId(1));
+    let r2 = Principal::Replica(ReplicaId(2));
+    let digest = Digest([4; 32]);
+    let vote_of = |result: Result<VerifiedMessage, VerifyError>| match result {
+        Ok(VerifiedMessage::Prepare(vote)) => (vote.sender(), vote.signature_checked()),
+        Ok(VerifiedMessage::Commit(vote)) => (vote.sender(), vote.signature_checked()),
+        other => panic!("not an accepted vote: {other:?}"),
+    };
+    for signed in [fx.prepare(2, 0, 1, digest), fx.commit(2, 0, 1, digest)] {
+        let badly_signed = reframe(&signed, |_, _, s| s.0[0] ^= 1);
+        assert_eq!(
+            vote_of(fx.verifier.verify_from(r2, badly_signed.clone())),
+            (r2, false)
+        );
+        assert_eq!(
+            vote_of(fx.verifier.verify_from(r2, signed.clone())),
+            (r2, false),
+            "its channel was enough"
+        );
+
+        // Another replica's channel, no channel, a batch without channels: the signature decides.
+        assert_eq!(
+            fx.verifier
+                .verify_from(r1, badly_signed.clone())
+                .unwrap_err(),
+            VerifyError::BadSignature(r2)
+        );
+        assert_eq!(
+            fx.refused(badly_signed.clone()),
+            VerifyError::BadSignature(r2)
+        );
+        assert!(matches!(
+            fx.verifier.verify_batch(vec![badly_signed.clone()])[0],
+            Err(VerifyError::BadSignature(p)) if p == r2
+        ));
+        assert_eq!(
+            vote_of(fx.verifier.verify_from(r1, signed.clone())),
+            (r2, true)
+        );
+        assert_eq!(vote_of(fx.verifier.verify(signed)), (r2, true));
+
+        // Batched checks with channels give what one-by-one checks give.
+        let batch = fx.verifier.verify_batch_at(
+            vec![(r2, badly_signed.clone()), (r1, badly_signed.clone())],
+            &DirectRequests::new(),
+        );
+        assert_eq!(vote_of(batch[0].clone()), (r2, false));
+        assert!(matches!(batch[1], Err(VerifyError::BadSignature(p)) if p == r2));
+
+        // Read back from a log: another replica's vote as its channel took it; the replica's own
+        // vote by its signature.
+        assert_eq!(
+            vote_of(
+                fx.verifier
+                    .verify_recorded(ReplicaId(0), badly_signed.clone())
+            ),
+            (r2, false)
+        );
+        assert_eq!(
+            fx.verifier
+                .verify_recorded(ReplicaId(2), badly_signed)
+                .unwrap_err(),
+            VerifyError::BadSignature(r2)
+        );
+    }
+    // A checkpoint vote is relayed in stable proofs: never taken on its channel's word.
+    let checkpoint = fx.signed_by(
+        2,
+        &Checkpoint {
+            seq: SeqNum(4),
+            digest,
+        },
+    );
+    let badly_signed = reframe(&checkpoint, |_, _, s| s.0[0] ^= 1);
+    assert_eq!(
+        fx.verifier
+            .verify_from(r2, badly_signed.clone())
+            .unwrap_err(),
+        VerifyError::BadSignature(r2)
+    );
+    assert_eq!(
+        fx.verifier
+            .verify_recorded(ReplicaId(0), badly_signed)
+            .unwrap_err(),
+        VerifyError::BadSignature(r2)
+    );
+}
+
+/// Section 4.2 with prepares authenticated by their channel (section 5.2): a prepare counts toward
+/// prepared only once its signature is checked, since the prepared certificate may have to verify
+/// in a VIEW-CHANGE (section 4.4). Backup 1 gets the pre-prepare, then replica 3's badly signed
+/// prepare on replica 3's channel: the verifier accepts it, the replica checks it when it would
+/// complete prepared, drops it and counts it, and sends no commit. Replica 2's prepare completes
+/// prepared: the commit goes out, and the prepared certificate backup 1 keeps holds only prepares
+/// whose signatures verify. A prepare arriving after that is never checked.
+#[test]
+fn a_prepare_counts_toward_prepared_only_once_its_signature_is_checked() {
+    let fx = Fixture::new();
+    let mut backup = fx.replica(1);
+    let request = fx.request(1, 1, b"op");
+    let digest = fx.batch_digest(std::slice::from_ref(&request));
+    let _ = accept(
+        &mut backup,
+        fx.verified(fx.pre_prepare(0, 0, 1, std::slice::from_ref(&request))),
+    );
+    let commits_signed = |actions: &Actions| {
+        actions
+            .signed_records()
+            .filter(|r| r.kind == MessageKind::Commit)
+            .count()
+    };
+    let badly_signed = reframe(&fx.prepare(3, 0, 1, digest), |_, _, s| s.0[0] ^= 1);
+    let actions = accept(&mut backup, fx.verified(badly_signed.clone()));
+    assert_eq!(commits_signed(&actions), 0);
+    assert_eq!(backup.metrics().votes_with_bad_signatures, 1);
+    assert_eq!(backup.status().prepared_certificates_held, 0);
+
+    let actions = accept(&mut backup, fx.verified(fx.prepare(2, 0, 1, digest)));
+    assert_eq!(commits_signed(&actions), 1);
+    assert_eq!(backup.status().prepared_certificates_held, 1);
+    // Replica 3 again, after prepared: kept as its channel authenticated it, never checked.
+    let _ = accept(&mut backup, fx.verified(badly_signed));
+    assert_eq!(backup.metrics().votes_with_bad_signatures, 1);
+
+    let certificates: Vec<Vec<Bytes>> = backup
+        .durable_checkpoint()
+        .records
+        .into_iter()
+        .filter_map(|record| match record {
+            Record::Prepared { prepares, .. } => Some(prepares),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(certificates.len(), 1);
+    assert_eq!(certificates[0].len(), 2);
+    for prepare in &certificates[0] {
+        assert!(fx.verifier.verify(prepare.clone()).is_ok());
+    }
 }
 
 /// Section 4.1 (replies go to clients): a reply delivered to a replica is `NotForReplicas`.

@@ -359,13 +359,13 @@ async fn verification_stage(
         }
         let mut results = Vec::with_capacity(batch.len());
         if batch.len() <= VERIFY_INLINE {
-            let frames = batch.iter().map(|i| i.frame.clone()).collect();
+            let frames = batch.iter().map(|i| (i.from, i.frame.clone())).collect();
             let direct = direct.read().unwrap_or_else(|e| e.into_inner());
             results.extend(verifier.verify_batch_at(frames, &direct));
         } else {
             let mut jobs = Vec::new();
             for chunk in batch.chunks(VERIFY_CHUNK) {
-                let frames: Vec<bytes::Bytes> = chunk.iter().map(|i| i.frame.clone()).collect();
+                let frames: Vec<_> = chunk.iter().map(|i| (i.from, i.frame.clone())).collect();
                 let verifier = verifier.clone();
                 let direct = direct.clone();
                 jobs.push(tokio::task::spawn_blocking(move || {

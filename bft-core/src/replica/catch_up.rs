@@ -16,7 +16,7 @@ use crate::messages::{
     CommittedBatch, CommittedBatchPayload, FetchCommitted, MAX_BATCHES_PER_FETCH, encode_batch_of,
 };
 use crate::service::Service;
-use crate::verify::Verified;
+use crate::verify::{Verified, VerifiedMessage};
 use serde_bytes::ByteBuf;
 use std::collections::BTreeSet;
 
@@ -158,6 +158,9 @@ impl<S: Service> Replica<S> {
                 .min(from.0.saturating_add(MAX_BATCHES_PER_FETCH - 1)),
         );
         for seq in from.0..=last.0 {
+            let Some(commits) = self.relayable_commits(SeqNum(seq)) else {
+                break;
+            };
             let Some(certificate) = self.commit_certificates.get(&SeqNum(seq)) else {
                 break;
             };
@@ -169,11 +172,7 @@ impl<S: Service> Replica<S> {
                     .expect("own log holds decodable frames");
             let payload = CommittedBatchPayload {
                 pre_prepare: ByteBuf::from(with_batch.to_vec()),
-                commits: certificate
-                    .commits
-                    .iter()
-                    .map(|c| ByteBuf::from(c.frame().to_vec()))
-                    .collect(),
+                commits,
             };
             let (frame, _) = self.sign(&payload);
             self.metrics.committed_batches_served += 1;
@@ -269,6 +268,61 @@ pub(super) struct StoredCommit {
 }
 
 impl<S: Service> Replica<S> {
+    /// The frames of 2f+1 commits of the certificate held for `seq` whose signatures hold, to
+    /// relay in a committed batch. A commit only its sender's channel authenticated (see
+    /// [`crate::verify`]) has its signature checked here, once; one that fails is dropped, so a
+    /// Byzantine replica's badly signed commit never makes the certificate a correct replica
+    /// serves fail at the receiver. `None` if fewer than 2f+1 hold: the asker then tries another
+    /// peer, or reaches the batch's state with the next stable checkpoint.
+    fn relayable_commits(&mut self, seq: SeqNum) -> Option<Vec<ByteBuf>> {
+        let quorum = self.config.quorum();
+        let verifier = &self.verifier;
+        let bad = &mut self.metrics.votes_with_bad_signatures;
+        let certificate = self.commit_certificates.get_mut(&seq)?;
+        // Matching commits that arrived after the certificate was recorded may stand in for
+        // badly signed ones.
+        let (view, digest) = {
+            let pre_prepare = certificate.pre_prepare.message();
+            (pre_prepare.view, pre_prepare.digest)
+        };
+        if let Some(slot) = self.log.get(seq) {
+            for commit in slot.commits.values() {
+                let known = certificate
+                    .commits
+                    .iter()
+                    .any(|c| c.sender() == commit.sender());
+                let matching = commit.message().view == view && commit.message().digest == digest;
+                if !known && matching {
+                    certificate.commits.push(commit.clone());
+                }
+            }
+        }
+        certificate.commits.retain_mut(|commit| {
+            if commit.signature_checked() {
+                return true;
+            }
+            let checked = verifier.verify(commit.frame().clone()).ok();
+            match checked.and_then(VerifiedMessage::into_commit) {
+                Some(checked) => {
+                    *commit = checked;
+                    true
+                }
+                None => {
+                    *bad += 1;
+                    false
+                }
+            }
+        });
+        (certificate.commits.len() >= quorum).then(|| {
+            certificate
+                .commits
+                .iter()
+                .take(quorum)
+                .map(|c| ByteBuf::from(c.frame().to_vec()))
+                .collect()
+        })
+    }
+
     /// Keeps (or completes with the batch) the commit certificate of a slot that just committed.
     pub(super) fn record_commit_certificate(&mut self, seq: SeqNum) {
         let quorum = self.config.quorum();
@@ -287,11 +341,12 @@ impl<S: Service> Replica<S> {
             return;
         };
         let digest = pre_prepare.message().digest;
+        // Every matching commit, not only 2f+1: a commit only its channel authenticated may turn
+        // out badly signed when this certificate is relayed (`relayable_commits`).
         let commits: Vec<_> = slot
             .commits
             .values()
             .filter(|c| c.message().digest == digest)
-            .take(quorum)
             .cloned()
             .collect();
         if commits.len() < quorum {

@@ -2,7 +2,7 @@
 
 use crate::ids::{ReplicaId, SeqNum, Time};
 use crate::messages::{Batch, Commit, PrePrepare, Prepare};
-use crate::verify::Verified;
+use crate::verify::{Verified, VerifiedMessage, Verifier};
 use bft_crypto::Digest;
 use std::collections::BTreeMap;
 
@@ -36,16 +36,70 @@ impl Slot {
     }
 
     /// prepared(m, v, n, i): the pre-prepare plus 2f prepares from distinct backups that match it
-    /// (PBFT section 4.2). Prepares are keyed by sender, so each counts once.
+    /// (PBFT section 4.2), each with its signature checked, so that the prepared certificate this
+    /// replica may have to show in a VIEW-CHANGE holds (see [`Slot::check_prepares`]). Prepares
+    /// are keyed by sender, so each counts once.
     pub(crate) fn is_prepared(&self, f: usize) -> bool {
         let Some(digest) = self.digest() else {
             return false;
         };
         self.prepares
             .values()
-            .filter(|p| p.message().digest == digest)
+            .filter(|p| p.message().digest == digest && p.signature_checked())
             .count()
             >= 2 * f
+    }
+
+    /// Checks the signatures of matching prepares that only their sender's channel
+    /// authenticated, once 2f matching prepares are here and only as many as prepared needs; a
+    /// prepare whose signature fails is dropped (its sender may send it again). Prepares that
+    /// arrive after the slot prepared are never checked: nothing relays them. Returns how many
+    /// were dropped.
+    ///
+    /// A correct replica's prepared certificate must verify wherever it shows it: if the batch
+    /// commits, a VIEW-CHANGE from some correct replica that prepared it must carry the proof
+    /// (section 4.4), so a Byzantine replica's badly signed prepare must never count here.
+    pub(crate) fn check_prepares(&mut self, f: usize, verifier: &Verifier) -> u64 {
+        let Some(digest) = self.digest() else {
+            return 0;
+        };
+        let matching = |p: &Verified<Prepare>| p.message().digest == digest;
+        let mut checked = self
+            .prepares
+            .values()
+            .filter(|p| matching(p) && p.signature_checked())
+            .count();
+        let unchecked: Vec<ReplicaId> = self
+            .prepares
+            .iter()
+            .filter(|(_, p)| matching(p) && !p.signature_checked())
+            .map(|(id, _)| *id)
+            .collect();
+        if checked >= 2 * f || checked + unchecked.len() < 2 * f {
+            return 0;
+        }
+        let mut dropped = 0;
+        for id in unchecked {
+            if checked >= 2 * f {
+                break;
+            }
+            let frame = self.prepares[&id].frame().clone();
+            match verifier
+                .verify(frame)
+                .ok()
+                .and_then(VerifiedMessage::into_prepare)
+            {
+                Some(prepare) => {
+                    self.prepares.insert(id, prepare);
+                    checked += 1;
+                }
+                None => {
+                    self.prepares.remove(&id);
+                    dropped += 1;
+                }
+            }
+        }
+        dropped
     }
 
     /// Committed, with the batch at hand: ready to execute once its predecessors have run.

@@ -40,7 +40,7 @@ use crate::ids::ClientId;
 use crate::ids::{Principal, ReplicaId, SeqNum, Time, View};
 use crate::messages::{MessageKind, PrePrepare, WireMessage};
 use crate::service::Service;
-use crate::verify::{Verified, VerifiedMessage};
+use crate::verify::{Verified, VerifiedMessage, Verifier};
 use bft_crypto::{Digest, KeyPair, sha256};
 use bytes::Bytes;
 use catch_up::{CatchUp, StoredCommit};
@@ -97,6 +97,10 @@ pub struct Metrics {
     pub committed_batches_installed: u64,
     /// Committed batches served to peers.
     pub committed_batches_served: u64,
+    /// Prepares and commits that only their sender's channel authenticated and whose signature
+    /// failed when this replica checked it, before counting it toward prepared or relaying it in
+    /// a certificate (each was dropped there: the sender is Byzantine).
+    pub votes_with_bad_signatures: u64,
     /// Moves to a higher view: by sending a VIEW-CHANGE, or by accepting a NEW-VIEW for a view
     /// above the current one.
     pub view_changes_started: u64,
@@ -157,6 +161,9 @@ pub struct Status {
 /// A PBFT replica: a plain struct stepped with the current time and one input at a time.
 pub struct Replica<S: Service> {
     config: Arc<ClusterConfig>,
+    /// Checks the signatures of messages only their channel authenticated before this replica
+    /// relays them (commits in a committed batch's certificate).
+    verifier: Verifier,
     id: ReplicaId,
     key: KeyPair,
     service: S,
@@ -233,6 +240,7 @@ impl<S: Service> Replica<S> {
             });
         }
         Ok(Replica {
+            verifier: Verifier::new(config.clone())?,
             config,
             id,
             key,

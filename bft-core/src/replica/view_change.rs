@@ -216,7 +216,7 @@ impl<S: Service> Replica<S> {
             prepares: slot
                 .prepares
                 .values()
-                .filter(|p| p.message().digest == header.digest)
+                .filter(|p| p.message().digest == header.digest && p.signature_checked())
                 .take(2 * f)
                 .cloned()
                 .collect(),

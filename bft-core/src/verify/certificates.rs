@@ -3,7 +3,7 @@
 //! so nesting stops at two levels (a NEW-VIEW embeds VIEW-CHANGEs, which embed only votes,
 //! pre-prepares and checkpoints).
 
-use super::{Mode, VerifiedMessage, Verifier, VerifyError};
+use super::{Channel, Embedded, Mode, VerifiedMessage, Verifier, VerifyError};
 use crate::codec;
 use crate::messages::{
     CommittedBatch, CommittedBatchPayload, MessageKind, NewView, NewViewPayload,
@@ -38,9 +38,9 @@ impl Verifier {
         }
         let frames = frames
             .into_iter()
-            .map(|f| Bytes::from(f.into_vec()))
+            .map(|f| (Channel::Unauthenticated, Bytes::from(f.into_vec())))
             .collect();
-        self.verify_all(frames, None, Mode::Batch, None)
+        self.verify_all(frames, Mode::Batch, Embedded::Signed)
             .into_iter()
             .enumerate()
             .map(|(index, result)| result.map_err(|error| embed(index, error)))
