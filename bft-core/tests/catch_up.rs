@@ -29,6 +29,18 @@ fn settle(cluster: &mut Cluster) {
     );
 }
 
+/// Replica `id` installed exactly one committed batch fetched from a peer, without state transfer.
+fn assert_repaired_by_one_fetch(cluster: &Cluster, id: ReplicaId) {
+    let repaired = &cluster.replicas[id.0 as usize];
+    assert_eq!(
+        repaired.metrics().committed_batches_installed,
+        1,
+        "{:?}",
+        repaired.metrics()
+    );
+    assert_eq!(repaired.metrics().state_transfers_started, 0);
+}
+
 /// TOCS 2002 section 6: after restoring a checkpoint, a replica fetches the committed batches that
 /// follow it, so once the load stops it has executed exactly what the others executed and holds
 /// the same service state, not merely the checkpoint's.
@@ -91,14 +103,7 @@ fn a_replica_that_missed_a_batch_fetches_it_with_its_certificate() {
         40
     );
     settle(&mut cluster);
-    let repaired = &cluster.replicas[2];
-    assert_eq!(
-        repaired.metrics().committed_batches_installed,
-        1,
-        "{:?}",
-        repaired.metrics()
-    );
-    assert_eq!(repaired.metrics().state_transfers_started, 0);
+    assert_repaired_by_one_fetch(&cluster, ReplicaId(2));
     assert_eq!(cluster.assert_agreement(&BTreeSet::new()), 40);
 }
 
@@ -142,14 +147,7 @@ fn a_badly_signed_commit_is_never_relayed_in_a_certificate() {
         "{:?}",
         cluster.verify_failures
     );
-    let repaired = &cluster.replicas[2];
-    assert_eq!(
-        repaired.metrics().committed_batches_installed,
-        1,
-        "{:?}",
-        repaired.metrics()
-    );
-    assert_eq!(repaired.metrics().state_transfers_started, 0);
+    assert_repaired_by_one_fetch(&cluster, ReplicaId(2));
     let served: u64 = (0..2)
         .map(|i| cluster.replicas[i].metrics().committed_batches_served)
         .sum();
