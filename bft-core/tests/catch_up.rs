@@ -2,7 +2,8 @@
 //! batches whose messages a replica missed, each proven by a commit certificate.
 
 use bft_core::messages::{
-    Commit, CommittedBatchPayload, PrePreparePayload, Request, WireMessage, batch_digest,
+    Commit, CommittedBatchPayload, PrePrepareHeader, PrePreparePayload, Prepare, Request,
+    WireMessage, batch_digest,
 };
 use bft_core::testkit::{self, Cluster, Node};
 use bft_core::{
@@ -153,6 +154,73 @@ fn a_badly_signed_commit_is_never_relayed_in_a_certificate() {
         .sum();
     assert!(served >= 1);
     assert_eq!(cluster.assert_agreement(&BTreeSet::new()), 40);
+}
+
+/// Commits count toward committed-local only once their signatures are checked (sections 4.2
+/// and 5.2 with catch-up, TOCS 2002 section 6): replica 3 signs every commit badly, and replica 2
+/// loses the first three frames about sequence number 5 (its pre-prepare and prepares), so it
+/// sends no commit for it; replica 3 also sends no checkpoint vote, view change or state. Had
+/// replicas 0 and 1 committed on replica 3's commit (its channel vouches for its sender, not for
+/// its signature), they would hold certificates they cannot relay, replica 2 could not fetch
+/// batch 5, no checkpoint could become stable, and the cluster would change views over and over.
+/// A badly signed commit counts as a missing one: every operation completes in view 0, with no
+/// state transfer.
+#[test]
+fn a_badly_signed_commit_counts_as_a_missing_one() {
+    let mut cluster = Cluster::with_f(1, 2);
+    let mut lost = 0;
+    cluster.filter = Some(Box::new(move |envelope| {
+        let Ok(decoded) = bft_core::codec::decode_frame(&envelope.frame, usize::MAX) else {
+            return true;
+        };
+        let (kind, sender) = (decoded.header.kind, decoded.header.sender);
+        let seq = match kind {
+            MessageKind::PrePrepare => bft_core::codec::decode::<PrePrepareHeader>(decoded.payload)
+                .ok()
+                .map(|p| p.seq),
+            MessageKind::Prepare => bft_core::codec::decode::<Prepare>(decoded.payload)
+                .ok()
+                .map(|p| p.seq),
+            MessageKind::Commit => bft_core::codec::decode::<Commit>(decoded.payload)
+                .ok()
+                .map(|c| c.seq),
+            _ => None,
+        };
+        if envelope.to == Node::Replica(ReplicaId(2)) && seq == Some(SeqNum(5)) && lost < 3 {
+            lost += 1;
+            return false;
+        }
+        if sender == Principal::Replica(ReplicaId(3)) {
+            match kind {
+                MessageKind::Commit => envelope.frame = testkit::flip_signature(&envelope.frame),
+                // It takes part in the normal case only: no checkpoint votes, view changes or
+                // state for anyone.
+                MessageKind::PrePrepare | MessageKind::Prepare => {}
+                _ => return false,
+            }
+        }
+        true
+    }));
+    assert_eq!(
+        cluster.run_closed_loop(&ids(2), 40, Duration::from_secs(600), op),
+        80
+    );
+    settle(&mut cluster);
+    assert!(
+        cluster.verify_failures.is_empty(),
+        "{:?}",
+        cluster.verify_failures
+    );
+    for replica in &cluster.replicas {
+        assert_eq!(replica.status().view, View(0), "{:?}", replica.status());
+        assert_eq!(replica.metrics().state_transfers_started, 0);
+    }
+    assert!(
+        cluster.replicas[..3]
+            .iter()
+            .any(|r| r.metrics().votes_with_bad_signatures > 0)
+    );
+    assert_eq!(cluster.assert_agreement(&BTreeSet::new()), 80);
 }
 
 struct Forge {

@@ -1529,6 +1529,29 @@ fn a_record_that_does_not_verify_is_refused_with_its_place() {
         let (place, at, reason) = invalid_record(result);
         assert_eq!((place, at), ("checkpoint", index), "{reason}");
     }
+    // A prepared certificate is relayed in VIEW-CHANGEs: each of its prepares, another
+    // replica's included, must verify by its signature, wherever it is read back from.
+    let mut certificates = 0;
+    for index in 0..checkpoint.records.len() {
+        let mut altered = checkpoint.clone();
+        let Record::Prepared { prepares, .. } = &mut altered.records[index] else {
+            continue;
+        };
+        for at in 0..prepares.len() {
+            let mut one = altered.clone();
+            if let Record::Prepared { prepares, .. } = &mut one.records[index] {
+                prepares[at] = flip_signature(&prepares[at]);
+            }
+            let (place, found, reason) =
+                invalid_record(recover_with(&config, id, Some(&one), &records));
+            assert_eq!((place, found), ("checkpoint", index), "{reason}");
+        }
+        certificates += 1;
+    }
+    assert!(
+        certificates >= 1,
+        "the checkpoint carries a prepared certificate"
+    );
 
     // Frames that are not this cluster's, inserted in the middle of the log.
     let middle = records.len() / 2;

@@ -158,6 +158,13 @@ impl<S: Service> Replica<S> {
                 .min(from.0.saturating_add(MAX_BATCHES_PER_FETCH - 1)),
         );
         for seq in from.0..=last.0 {
+            if self
+                .commit_certificates
+                .get(&SeqNum(seq))
+                .is_none_or(|c| c.batch.is_none())
+            {
+                break;
+            }
             let Some(commits) = self.relayable_commits(SeqNum(seq)) else {
                 break;
             };
@@ -269,42 +276,30 @@ pub(super) struct StoredCommit {
 
 impl<S: Service> Replica<S> {
     /// The frames of 2f+1 commits of the certificate held for `seq` whose signatures hold, to
-    /// relay in a committed batch. A commit only its sender's channel authenticated (see
-    /// [`crate::verify`]) has its signature checked here, once; one that fails is dropped, so a
-    /// Byzantine replica's badly signed commit never makes the certificate a correct replica
-    /// serves fail at the receiver. `None` if fewer than 2f+1 hold: the asker then tries another
-    /// peer, or reaches the batch's state with the next stable checkpoint.
+    /// relay in a committed batch. A replica commits only on 2f+1 commits whose signatures it
+    /// checked ([`super::log::Slot::check_votes`]), so a certificate it recorded live has them; a
+    /// certificate read back from its log holds commits only their channel authenticated, and
+    /// those are checked here, once, as needed (one that fails is dropped). `None` if fewer than
+    /// 2f+1 hold.
     fn relayable_commits(&mut self, seq: SeqNum) -> Option<Vec<ByteBuf>> {
         let quorum = self.config.quorum();
         let verifier = &self.verifier;
         let bad = &mut self.metrics.votes_with_bad_signatures;
         let certificate = self.commit_certificates.get_mut(&seq)?;
-        // Matching commits that arrived after the certificate was recorded may stand in for
-        // badly signed ones.
-        let (view, digest) = {
-            let pre_prepare = certificate.pre_prepare.message();
-            (pre_prepare.view, pre_prepare.digest)
-        };
-        if let Some(slot) = self.log.get(seq) {
-            for commit in slot.commits.values() {
-                let known = certificate
-                    .commits
-                    .iter()
-                    .any(|c| c.sender() == commit.sender());
-                let matching = commit.message().view == view && commit.message().digest == digest;
-                if !known && matching {
-                    certificate.commits.push(commit.clone());
-                }
-            }
-        }
+        let mut checked = certificate
+            .commits
+            .iter()
+            .filter(|c| c.signature_checked())
+            .count();
         certificate.commits.retain_mut(|commit| {
-            if commit.signature_checked() {
+            if commit.signature_checked() || checked >= quorum {
                 return true;
             }
-            let checked = verifier.verify(commit.frame().clone()).ok();
-            match checked.and_then(VerifiedMessage::into_commit) {
-                Some(checked) => {
-                    *commit = checked;
+            let verified = verifier.verify(commit.frame().clone()).ok();
+            match verified.and_then(VerifiedMessage::into_commit) {
+                Some(verified) => {
+                    *commit = verified;
+                    checked += 1;
                     true
                 }
                 None => {
@@ -313,10 +308,11 @@ impl<S: Service> Replica<S> {
                 }
             }
         });
-        (certificate.commits.len() >= quorum).then(|| {
+        (checked >= quorum).then(|| {
             certificate
                 .commits
                 .iter()
+                .filter(|c| c.signature_checked())
                 .take(quorum)
                 .map(|c| ByteBuf::from(c.frame().to_vec()))
                 .collect()
@@ -341,14 +337,16 @@ impl<S: Service> Replica<S> {
             return;
         };
         let digest = pre_prepare.message().digest;
-        // Every matching commit, not only 2f+1: a commit only its channel authenticated may turn
-        // out badly signed when this certificate is relayed (`relayable_commits`).
-        let commits: Vec<_> = slot
+        // Every matching commit, checked ones first: a certificate read back from the log holds
+        // unchecked ones only, which may turn out badly signed when relayed
+        // (`relayable_commits`).
+        let mut commits: Vec<_> = slot
             .commits
             .values()
             .filter(|c| c.message().digest == digest)
             .cloned()
             .collect();
+        commits.sort_by_key(|c| !c.signature_checked());
         if commits.len() < quorum {
             return;
         }

@@ -37,69 +37,51 @@ impl Slot {
 
     /// prepared(m, v, n, i): the pre-prepare plus 2f prepares from distinct backups that match it
     /// (PBFT section 4.2), each with its signature checked, so that the prepared certificate this
-    /// replica may have to show in a VIEW-CHANGE holds (see [`Slot::check_prepares`]). Prepares
-    /// are keyed by sender, so each counts once.
+    /// replica may have to show in a VIEW-CHANGE holds (see [`Slot::check_votes`]). Prepares are
+    /// keyed by sender, so each counts once.
     pub(crate) fn is_prepared(&self, f: usize) -> bool {
         let Some(digest) = self.digest() else {
             return false;
         };
-        self.prepares
-            .values()
-            .filter(|p| p.message().digest == digest && p.signature_checked())
-            .count()
-            >= 2 * f
+        checked_matching(&self.prepares, digest, |p| p.digest) >= 2 * f
     }
 
-    /// Checks the signatures of matching prepares that only their sender's channel
-    /// authenticated, once 2f matching prepares are here and only as many as prepared needs; a
-    /// prepare whose signature fails is dropped (its sender may send it again). Prepares that
-    /// arrive after the slot prepared are never checked: nothing relays them. Returns how many
-    /// were dropped.
+    /// Checks the signatures of matching votes that only their sender's channel authenticated,
+    /// once enough of them are here for prepared (2f prepares) or committed-local (2f+1
+    /// commits), and only as many as that needs; a vote whose signature fails is dropped (its
+    /// sender may send it again). Votes that arrive after the slot prepared or committed are
+    /// never checked. Returns how many were dropped.
     ///
-    /// A correct replica's prepared certificate must verify wherever it shows it: if the batch
-    /// commits, a VIEW-CHANGE from some correct replica that prepared it must carry the proof
-    /// (section 4.4), so a Byzantine replica's badly signed prepare must never count here.
-    pub(crate) fn check_prepares(&mut self, f: usize, verifier: &Verifier) -> u64 {
+    /// Both certificates must verify wherever this replica shows them: if a batch commits, a
+    /// VIEW-CHANGE from some correct replica that prepared it must carry the proof (section
+    /// 4.4), and a replica that missed the batch can only fetch it with a commit certificate
+    /// (TOCS 2002 section 6). So a Byzantine replica's badly signed vote must never count here:
+    /// it counts as a missing vote, as when the verifier refused it.
+    pub(crate) fn check_votes(&mut self, f: usize, verifier: &Verifier) -> u64 {
         let Some(digest) = self.digest() else {
             return 0;
         };
-        let matching = |p: &Verified<Prepare>| p.message().digest == digest;
-        let mut checked = self
-            .prepares
-            .values()
-            .filter(|p| matching(p) && p.signature_checked())
-            .count();
-        let unchecked: Vec<ReplicaId> = self
-            .prepares
-            .iter()
-            .filter(|(_, p)| matching(p) && !p.signature_checked())
-            .map(|(id, _)| *id)
-            .collect();
-        if checked >= 2 * f || checked + unchecked.len() < 2 * f {
-            return 0;
-        }
-        let mut dropped = 0;
-        for id in unchecked {
-            if checked >= 2 * f {
-                break;
-            }
-            let frame = self.prepares[&id].frame().clone();
-            match verifier
-                .verify(frame)
-                .ok()
-                .and_then(VerifiedMessage::into_prepare)
-            {
-                Some(prepare) => {
-                    self.prepares.insert(id, prepare);
-                    checked += 1;
-                }
-                None => {
-                    self.prepares.remove(&id);
-                    dropped += 1;
-                }
-            }
-        }
-        dropped
+        let prepares = check_matching(
+            &mut self.prepares,
+            digest,
+            |p| p.digest,
+            2 * f,
+            verifier,
+            VerifiedMessage::into_prepare,
+        );
+        let commits = if self.is_prepared(f) {
+            check_matching(
+                &mut self.commits,
+                digest,
+                |c| c.digest,
+                2 * f + 1,
+                verifier,
+                VerifiedMessage::into_commit,
+            )
+        } else {
+            0
+        };
+        prepares + commits
     }
 
     /// Committed, with the batch at hand: ready to execute once its predecessors have run.
@@ -120,18 +102,13 @@ impl Slot {
             > 2 * f
     }
 
-    /// committed-local(m, v, n, i): prepared plus 2f+1 matching commits from distinct replicas.
+    /// committed-local(m, v, n, i): prepared plus 2f+1 matching commits from distinct replicas,
+    /// each with its signature checked (see [`Slot::check_votes`]).
     pub(crate) fn is_committed_local(&self, f: usize) -> bool {
         let Some(digest) = self.digest() else {
             return false;
         };
-        self.is_prepared(f)
-            && self
-                .commits
-                .values()
-                .filter(|c| c.message().digest == digest)
-                .count()
-                > 2 * f
+        self.is_prepared(f) && checked_matching(&self.commits, digest, |c| c.digest) > 2 * f
     }
 }
 
@@ -193,4 +170,55 @@ impl Log {
     pub(crate) fn discard_through(&mut self, seq: SeqNum) {
         self.slots = self.slots.split_off(&seq.next());
     }
+}
+
+/// How many of `votes` match `digest` and have their signatures checked.
+fn checked_matching<T>(
+    votes: &BTreeMap<ReplicaId, Verified<T>>,
+    digest: Digest,
+    digest_of: impl Fn(&T) -> Digest,
+) -> usize {
+    votes
+        .values()
+        .filter(|v| digest_of(v.message()) == digest && v.signature_checked())
+        .count()
+}
+
+/// Checks unchecked votes matching `digest` until `needed` checked ones are held, if enough
+/// matching votes are here at all; drops those whose signature fails and returns their number.
+fn check_matching<T>(
+    votes: &mut BTreeMap<ReplicaId, Verified<T>>,
+    digest: Digest,
+    digest_of: impl Fn(&T) -> Digest,
+    needed: usize,
+    verifier: &Verifier,
+    into: fn(VerifiedMessage) -> Option<Verified<T>>,
+) -> u64 {
+    let mut checked = checked_matching(votes, digest, &digest_of);
+    let unchecked: Vec<ReplicaId> = votes
+        .iter()
+        .filter(|(_, v)| digest_of(v.message()) == digest && !v.signature_checked())
+        .map(|(id, _)| *id)
+        .collect();
+    if checked >= needed || checked + unchecked.len() < needed {
+        return 0;
+    }
+    let mut dropped = 0;
+    for id in unchecked {
+        if checked >= needed {
+            break;
+        }
+        let frame = votes[&id].frame().clone();
+        match verifier.verify(frame).ok().and_then(into) {
+            Some(vote) => {
+                votes.insert(id, vote);
+                checked += 1;
+            }
+            None => {
+                votes.remove(&id);
+                dropped += 1;
+            }
+        }
+    }
+    dropped
 }

@@ -279,8 +279,8 @@ impl<S: Service> Replica<S> {
         let Some(slot) = self.log.get_mut(seq) else {
             return;
         };
-        if !slot.commit_sent {
-            self.metrics.votes_with_bad_signatures += slot.check_prepares(f, &self.verifier);
+        if !slot.committed {
+            self.metrics.votes_with_bad_signatures += slot.check_votes(f, &self.verifier);
         }
         if !slot.commit_sent && slot.is_prepared(f) {
             self.record_prepared(seq);

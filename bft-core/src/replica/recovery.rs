@@ -408,10 +408,14 @@ impl<S: Service> Replica<S> {
         let pre_prepare = verify(verifier, self.id, pre_prepare)?
             .into_pre_prepare()
             .ok_or("a prepared certificate without a pre-prepare")?;
+        // A prepared certificate is relayed in VIEW-CHANGEs: it held only checked prepares when
+        // it was recorded, and every one must still verify by its signature.
         let prepares = prepares
             .iter()
             .map(|p| {
-                verify(verifier, self.id, p)?
+                verifier
+                    .verify(p.clone())
+                    .map_err(|e| format!("frame does not verify: {e}"))?
                     .into_prepare()
                     .ok_or_else(|| "a prepared certificate with a non-prepare".to_string())
             })
