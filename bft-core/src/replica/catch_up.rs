@@ -9,15 +9,18 @@
 //! no other batch can commit there in any view), so it may replace a pre-prepare this replica had
 //! accepted from an equivocating primary.
 
+use super::log::check_matching;
 use super::{Actions, Destination, Outgoing, Rejection, Replica};
 use crate::codec;
 use crate::ids::{Principal, ReplicaId, SeqNum, Time};
+use crate::messages::Commit;
 use crate::messages::{
     CommittedBatch, CommittedBatchPayload, FetchCommitted, MAX_BATCHES_PER_FETCH, encode_batch_of,
 };
 use crate::service::Service;
 use crate::verify::{Verified, VerifiedMessage};
 use serde_bytes::ByteBuf;
+use std::collections::BTreeMap;
 use std::collections::BTreeSet;
 
 /// An ongoing fetch of committed batches.
@@ -158,22 +161,14 @@ impl<S: Service> Replica<S> {
                 .min(from.0.saturating_add(MAX_BATCHES_PER_FETCH - 1)),
         );
         for seq in from.0..=last.0 {
-            if self
-                .commit_certificates
-                .get(&SeqNum(seq))
-                .is_none_or(|c| c.batch.is_none())
-            {
-                break;
-            }
             let Some(commits) = self.relayable_commits(SeqNum(seq)) else {
                 break;
             };
-            let Some(certificate) = self.commit_certificates.get(&SeqNum(seq)) else {
-                break;
-            };
-            let Some(batch) = certificate.batch.as_ref() else {
-                break;
-            };
+            let certificate = &self.commit_certificates[&SeqNum(seq)];
+            let batch = certificate
+                .batch
+                .as_ref()
+                .expect("relayable_commits requires the batch");
             let with_batch =
                 codec::with_attachment(certificate.pre_prepare.frame(), &encode_batch_of(batch))
                     .expect("own log holds decodable frames");
@@ -283,40 +278,37 @@ impl<S: Service> Replica<S> {
     /// 2f+1 hold.
     fn relayable_commits(&mut self, seq: SeqNum) -> Option<Vec<ByteBuf>> {
         let quorum = self.config.quorum();
-        let verifier = &self.verifier;
-        let bad = &mut self.metrics.votes_with_bad_signatures;
-        let certificate = self.commit_certificates.get_mut(&seq)?;
-        let mut checked = certificate
+        let certificate = self
+            .commit_certificates
+            .get_mut(&seq)
+            .filter(|c| c.batch.is_some())?;
+        let digest = certificate.pre_prepare.message().digest;
+        // The same rule as committing: check as many as the quorum needs, drop bad ones.
+        let mut by_sender: BTreeMap<ReplicaId, Verified<Commit>> = certificate
+            .commits
+            .drain(..)
+            .filter_map(|c| match c.sender() {
+                Principal::Replica(r) => Some((r, c)),
+                Principal::Client(_) => None,
+            })
+            .collect();
+        self.metrics.votes_with_bad_signatures += check_matching(
+            &mut by_sender,
+            digest,
+            |c| c.digest,
+            quorum,
+            &self.verifier,
+            VerifiedMessage::into_commit,
+        );
+        certificate.commits = by_sender.into_values().collect();
+        let relayable: Vec<ByteBuf> = certificate
             .commits
             .iter()
             .filter(|c| c.signature_checked())
-            .count();
-        certificate.commits.retain_mut(|commit| {
-            if commit.signature_checked() || checked >= quorum {
-                return true;
-            }
-            let verified = verifier.verify(commit.frame().clone()).ok();
-            match verified.and_then(VerifiedMessage::into_commit) {
-                Some(verified) => {
-                    *commit = verified;
-                    checked += 1;
-                    true
-                }
-                None => {
-                    *bad += 1;
-                    false
-                }
-            }
-        });
-        (checked >= quorum).then(|| {
-            certificate
-                .commits
-                .iter()
-                .filter(|c| c.signature_checked())
-                .take(quorum)
-                .map(|c| ByteBuf::from(c.frame().to_vec()))
-                .collect()
-        })
+            .take(quorum)
+            .map(|c| ByteBuf::from(c.frame().to_vec()))
+            .collect();
+        (relayable.len() >= quorum).then_some(relayable)
     }
 
     /// Keeps (or completes with the batch) the commit certificate of a slot that just committed.
@@ -337,16 +329,14 @@ impl<S: Service> Replica<S> {
             return;
         };
         let digest = pre_prepare.message().digest;
-        // Every matching commit, checked ones first: a certificate read back from the log holds
-        // unchecked ones only, which may turn out badly signed when relayed
-        // (`relayable_commits`).
-        let mut commits: Vec<_> = slot
+        // Every matching commit: a certificate read back from the log holds unchecked ones only,
+        // which may turn out badly signed when relayed (`relayable_commits`).
+        let commits: Vec<_> = slot
             .commits
             .values()
             .filter(|c| c.message().digest == digest)
             .cloned()
             .collect();
-        commits.sort_by_key(|c| !c.signature_checked());
         if commits.len() < quorum {
             return;
         }

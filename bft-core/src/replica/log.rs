@@ -186,7 +186,7 @@ fn checked_matching<T>(
 
 /// Checks unchecked votes matching `digest` until `needed` checked ones are held, if enough
 /// matching votes are here at all; drops those whose signature fails and returns their number.
-fn check_matching<T>(
+pub(super) fn check_matching<T>(
     votes: &mut BTreeMap<ReplicaId, Verified<T>>,
     digest: Digest,
     digest_of: impl Fn(&T) -> Digest,

@@ -413,9 +413,7 @@ impl<S: Service> Replica<S> {
         let prepares = prepares
             .iter()
             .map(|p| {
-                verifier
-                    .verify(p.clone())
-                    .map_err(|e| format!("frame does not verify: {e}"))?
+                signed(verifier.verify(p.clone()))?
                     .into_prepare()
                     .ok_or_else(|| "a prepared certificate with a non-prepare".to_string())
             })
@@ -463,9 +461,12 @@ impl<S: Service> Replica<S> {
 /// Verifies a frame read back from this replica's log (see [`Verifier::verify_recorded`]: a
 /// commit its signer's channel authenticated is not rejected now for a signature never checked).
 fn verify(verifier: &Verifier, own: ReplicaId, frame: &Bytes) -> Result<VerifiedMessage, String> {
-    verifier
-        .verify_recorded(own, frame.clone())
-        .map_err(|e| format!("frame does not verify: {e}"))
+    signed(verifier.verify_recorded(own, frame.clone()))
+}
+
+/// A verification result with the error as recovery reports it.
+fn signed(result: Result<VerifiedMessage, crate::VerifyError>) -> Result<VerifiedMessage, String> {
+    result.map_err(|e| format!("frame does not verify: {e}"))
 }
 
 fn frames<M>(messages: &[Verified<M>]) -> Vec<Bytes> {
