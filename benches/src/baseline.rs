@@ -15,8 +15,9 @@
 //! handshake as the BFT cluster's (that is the transport's, and costs nothing per message).
 //! Frames are encoded with postcard, as the BFT cluster's are.
 
-use bft_core::testkit::{client_key, replica_key};
+use bft_core::testkit::replica_key;
 use bft_core::{ClientId, ClusterConfig, ExecuteContext, Principal, ReplicaId, SeqNum, Service};
+use bft_crypto::{KeyPair, PublicKey};
 use bft_net::{Inbound, Transport, TransportOptions};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -28,7 +29,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use crate::cluster::{ClusterError, bind_loopback};
+use crate::cluster::{ClientKeys, ClusterError, bind_loopback, client_identities};
 use crate::service::WriteService;
 
 /// The sequencer's id.
@@ -75,14 +76,19 @@ fn decode(bytes: &[u8]) -> Option<Frame> {
 /// A running crash-only cluster of `n` nodes on loopback.
 pub struct BaselineCluster {
     config: Arc<ClusterConfig>,
+    client_keys: ClientKeys,
     addresses: Vec<SocketAddr>,
     transports: Vec<Transport>,
     tasks: Vec<JoinHandle<()>>,
 }
 
 impl BaselineCluster {
-    /// Starts `config.n()` nodes, node 0 the sequencer. Call from within a tokio runtime.
-    pub fn start(config: Arc<ClusterConfig>) -> Result<BaselineCluster, ClusterError> {
+    /// Starts `config.n()` nodes, node 0 the sequencer, for clients keyed as `client_keys` says
+    /// (`config` from [`crate::cluster::build_config`]). Call from within a tokio runtime.
+    pub fn start(
+        config: Arc<ClusterConfig>,
+        client_keys: ClientKeys,
+    ) -> Result<BaselineCluster, ClusterError> {
         let (sockets, addresses) = bind_loopback(config.n())?;
         let mut transports = Vec::new();
         let mut tasks = Vec::new();
@@ -106,6 +112,7 @@ impl BaselineCluster {
         }
         Ok(BaselineCluster {
             config,
+            client_keys,
             addresses,
             transports,
             tasks,
@@ -114,7 +121,11 @@ impl BaselineCluster {
 
     /// A client with every admitted identity.
     pub fn client(&self) -> Result<BaselineClient, ClusterError> {
-        BaselineClient::connect(self.config.clone(), self.addresses.clone())
+        BaselineClient::connect(
+            self.config.clone(),
+            client_identities(&self.config, self.client_keys),
+            self.addresses.clone(),
+        )
     }
 
     /// Stops every node.
@@ -326,7 +337,8 @@ pub enum BaselineError {
 
 type Waiting = Arc<Mutex<HashMap<u64, oneshot::Sender<Vec<u8>>>>>;
 
-/// A client of the baseline: one connection per identity, requests to the sequencer.
+/// A client of the baseline: one connection per distinct key among its identities (as the BFT
+/// client has), requests to the sequencer.
 #[derive(Clone)]
 pub struct BaselineClient {
     transports: Arc<Vec<Transport>>,
@@ -340,20 +352,24 @@ pub struct BaselineClient {
 impl BaselineClient {
     fn connect(
         config: Arc<ClusterConfig>,
+        identities: Vec<(ClientId, KeyPair)>,
         addresses: Vec<SocketAddr>,
     ) -> Result<BaselineClient, ClusterError> {
         let endpoint =
             bft_net::transport::client_endpoint("127.0.0.1:0".parse().expect("valid address"))?;
         let options = TransportOptions::default();
         let (inbound_tx, mut inbound) = mpsc::channel::<Inbound>(options.inbound_queue_frames);
-        let transports = config
-            .clients
-            .keys()
-            .map(|id| {
+        let mut keys: BTreeMap<PublicKey, KeyPair> = BTreeMap::new();
+        for (_, key) in identities {
+            keys.entry(key.public()).or_insert(key);
+        }
+        let transports = keys
+            .into_values()
+            .map(|key| {
                 Transport::client(
                     endpoint.clone(),
                     config.clone(),
-                    client_key(id.0),
+                    key,
                     addresses.clone(),
                     options.clone(),
                     inbound_tx.clone(),
@@ -387,8 +403,8 @@ impl BaselineClient {
         })
     }
 
-    /// Submits `operation` on identity `lane` (modulo the identities held) and waits for the
-    /// sequencer's reply.
+    /// Submits `operation` on lane `lane` (on the connection of key `lane` modulo the keys held)
+    /// and waits for the sequencer's reply.
     pub async fn invoke(&self, lane: usize, operation: Vec<u8>) -> Result<Vec<u8>, BaselineError> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (reply, result) = oneshot::channel();

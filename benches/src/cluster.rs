@@ -2,6 +2,7 @@
 
 use bft_core::testkit::{client_key, config, replica_key};
 use bft_core::{ClientId, ClusterConfig, ReplicaId};
+use bft_crypto::KeyPair;
 use bft_net::{AsyncClient, ClientOptions, NodeError, ReplicaHandle, ReplicaNode};
 use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
@@ -18,6 +19,17 @@ pub enum StorageMode {
     Disk,
 }
 
+/// How the harness's client identities are keyed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum ClientKeys {
+    /// One key for all of them: sessions of one client process (an application server), which
+    /// share one connection per replica (or per node, for the baseline).
+    #[default]
+    Shared,
+    /// A key per identity: as many independent clients, each with connections of its own.
+    PerSession,
+}
+
 /// What cluster to start.
 #[derive(Debug, Clone)]
 pub struct ClusterSpec {
@@ -25,6 +37,8 @@ pub struct ClusterSpec {
     pub f: usize,
     /// Client identities admitted (one per concurrent operation).
     pub clients: u64,
+    /// How they are keyed.
+    pub client_keys: ClientKeys,
     /// Storage.
     pub storage: StorageMode,
     /// Parent of the replicas' data directories (disk mode).
@@ -54,33 +68,54 @@ pub enum ClusterError {
 }
 
 /// The benchmark cluster's configuration: `3f+1` replicas and `clients` client identities with
-/// the test kit's deterministic keys, and `limits` (the defaults for `None`).
-pub(crate) fn build_config(
+/// the test kit's deterministic keys (all of them the key of client 1 with
+/// [`ClientKeys::Shared`]), and `limits` (the defaults for `None`).
+pub fn build_config(
     f: usize,
     clients: u64,
+    client_keys: ClientKeys,
     limits: Option<bft_core::Limits>,
 ) -> Arc<ClusterConfig> {
     let mut config = config(f, clients);
+    for (id, key) in config.clients.iter_mut() {
+        *key = client_identity(client_keys, *id).public();
+    }
     if let Some(limits) = limits {
         config.limits = limits;
     }
     Arc::new(config)
 }
 
+/// The key pair of client `id` in a configuration from [`build_config`].
+fn client_identity(client_keys: ClientKeys, id: ClientId) -> KeyPair {
+    match client_keys {
+        ClientKeys::Shared => client_key(1),
+        ClientKeys::PerSession => client_key(id.0),
+    }
+}
+
+/// Every identity a configuration from [`build_config`] admits, with its key pair.
+pub fn client_identities(
+    config: &ClusterConfig,
+    client_keys: ClientKeys,
+) -> Vec<(ClientId, KeyPair)> {
+    config
+        .clients
+        .keys()
+        .map(|id| (*id, client_identity(client_keys, *id)))
+        .collect()
+}
+
 /// A client with every identity `config` admits (so that many operations can be outstanding),
 /// connected to the replicas at `addresses`.
 pub(crate) fn connect_client(
     config: &Arc<ClusterConfig>,
+    client_keys: ClientKeys,
     addresses: &[SocketAddr],
 ) -> Result<AsyncClient, ClusterError> {
-    let identities = config
-        .clients
-        .keys()
-        .map(|id| (*id, client_key(id.0)))
-        .collect::<Vec<(ClientId, _)>>();
     Ok(AsyncClient::connect(
         config.clone(),
-        identities,
+        client_identities(config, client_keys),
         addresses.to_vec(),
         ClientOptions::default(),
     )?)
@@ -101,6 +136,7 @@ pub(crate) fn bind_loopback(n: usize) -> std::io::Result<(Vec<UdpSocket>, Vec<So
 /// A running cluster.
 pub struct BenchCluster {
     config: Arc<ClusterConfig>,
+    client_keys: ClientKeys,
     addresses: Vec<SocketAddr>,
     replicas: Vec<ReplicaHandle>,
 }
@@ -109,7 +145,7 @@ impl BenchCluster {
     /// Starts `3f+1` replicas (from empty data directories in disk mode). Call from within a
     /// tokio runtime.
     pub fn start(spec: &ClusterSpec) -> Result<BenchCluster, ClusterError> {
-        let config = build_config(spec.f, spec.clients, spec.limits);
+        let config = build_config(spec.f, spec.clients, spec.client_keys, spec.limits);
         let (sockets, addresses) = bind_loopback(config.n())?;
         let mut replicas = Vec::new();
         for (i, socket) in sockets.into_iter().enumerate() {
@@ -124,6 +160,7 @@ impl BenchCluster {
         }
         Ok(BenchCluster {
             config,
+            client_keys: spec.client_keys,
             addresses,
             replicas,
         })
@@ -131,7 +168,7 @@ impl BenchCluster {
 
     /// A client with every admitted identity (so `clients` operations can be outstanding).
     pub fn client(&self) -> Result<AsyncClient, ClusterError> {
-        connect_client(&self.config, &self.addresses)
+        connect_client(&self.config, self.client_keys, &self.addresses)
     }
 
     /// The replicas.

@@ -15,6 +15,6 @@ pub mod resources;
 pub mod service;
 
 pub use baseline::{BaselineClient, BaselineCluster};
-pub use cluster::{BenchCluster, ClusterSpec, StorageMode};
+pub use cluster::{BenchCluster, ClientKeys, ClusterSpec, StorageMode};
 pub use load::{LoadReport, LoadSpec, Target, run_load};
 pub use processes::{ReplicaArgs, ReplicaProcesses};

@@ -8,7 +8,7 @@
 //! outlives the harness), or on SIGTERM or Ctrl-C.
 
 use crate::cluster::{
-    ClusterError, ClusterSpec, StorageMode, bind_loopback, build_config, connect_client,
+    ClientKeys, ClusterError, ClusterSpec, StorageMode, bind_loopback, build_config, connect_client,
 };
 use crate::service::WriteService;
 use bft_core::testkit::replica_key;
@@ -38,6 +38,9 @@ pub struct ReplicaArgs {
     /// Client identities admitted.
     #[arg(long)]
     pub clients: u64,
+    /// How they are keyed.
+    #[arg(long, value_enum, default_value_t = ClientKeys::Shared)]
+    pub client_keys: ClientKeys,
     /// This replica's id.
     #[arg(long)]
     pub id: u32,
@@ -58,7 +61,7 @@ pub fn start_replica(args: &ReplicaArgs) -> Result<ReplicaHandle, ClusterError> 
     if let Some(batches) = args.max_in_flight {
         limits.max_in_flight_batches = batches;
     }
-    let config = build_config(args.f, args.clients, Some(limits));
+    let config = build_config(args.f, args.clients, args.client_keys, Some(limits));
     let id = ReplicaId(args.id);
     let mut node = ReplicaNode::builder(config, id, replica_key(id.0), args.addresses.clone());
     if let Some(dir) = &args.data_dir {
@@ -91,6 +94,7 @@ pub async fn serve_replica(args: &ReplicaArgs) -> Result<(), Box<dyn std::error:
 /// them: their standard input closes, they stop, and are reaped (killed if they linger).
 pub struct ReplicaProcesses {
     config: Arc<ClusterConfig>,
+    client_keys: ClientKeys,
     addresses: Vec<SocketAddr>,
     children: Vec<Child>,
 }
@@ -108,7 +112,7 @@ impl ReplicaProcesses {
         binary: &std::path::Path,
         spec: &ClusterSpec,
     ) -> Result<ReplicaProcesses, ClusterError> {
-        let config = build_config(spec.f, spec.clients, spec.limits);
+        let config = build_config(spec.f, spec.clients, spec.client_keys, spec.limits);
         // Ports the system hands out now, released for the replicas to bind (on loopback, nothing
         // else takes them in between in practice; a replica that cannot bind exits, and the
         // harness reports it).
@@ -120,6 +124,7 @@ impl ReplicaProcesses {
             .join(",");
         let mut cluster = ReplicaProcesses {
             config: config.clone(),
+            client_keys: spec.client_keys,
             addresses: addresses.clone(),
             children: Vec::new(),
         };
@@ -129,6 +134,7 @@ impl ReplicaProcesses {
                 .arg(SERVE_REPLICA)
                 .args(["--f", &spec.f.to_string()])
                 .args(["--clients", &spec.clients.to_string()])
+                .args(["--client-keys", client_keys_arg(spec.client_keys)])
                 .args(["--id", &id.to_string()])
                 .args(["--addresses", &list])
                 .stdin(Stdio::piped())
@@ -153,7 +159,7 @@ impl ReplicaProcesses {
 
     /// A client with every admitted identity (so `clients` operations can be outstanding).
     pub fn client(&self) -> Result<AsyncClient, ClusterError> {
-        connect_client(&self.config, &self.addresses)
+        connect_client(&self.config, self.client_keys, &self.addresses)
     }
 
     /// The replicas' process ids, by replica id.
@@ -182,6 +188,14 @@ impl ReplicaProcesses {
             let _ = child.wait();
         }
         self.children.clear();
+    }
+}
+
+/// `keys` as the `--client-keys` argument spells it.
+fn client_keys_arg(keys: ClientKeys) -> &'static str {
+    match keys {
+        ClientKeys::Shared => "shared",
+        ClientKeys::PerSession => "per-session",
     }
 }
 

@@ -2,16 +2,22 @@
 //! a client, report their memory, and are gone once the cluster is shut down.
 
 use benches::resources::{peak_resident_bytes_of, resident_bytes_of};
-use benches::{ClusterSpec, ReplicaProcesses, StorageMode};
+use benches::{ClientKeys, ClusterSpec, ReplicaProcesses, StorageMode};
 use std::path::Path;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replica_processes_serve_report_their_memory_and_stop() {
     let data = tempfile::tempdir().expect("temporary directory");
-    for storage in [StorageMode::Memory, StorageMode::Disk] {
+    // Both ways of keying clients reach the replica processes' configuration (a mismatch would
+    // refuse the client's handshakes).
+    for (storage, client_keys) in [
+        (StorageMode::Memory, ClientKeys::Shared),
+        (StorageMode::Disk, ClientKeys::PerSession),
+    ] {
         let spec = ClusterSpec {
             f: 1,
             clients: 2,
+            client_keys,
             storage,
             data_root: data.path().join(format!("{storage:?}")),
             limits: None,

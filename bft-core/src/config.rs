@@ -39,6 +39,12 @@ pub struct ClusterConfig {
     /// Replica public keys; replica `i` is `ReplicaId(i)`.
     pub replicas: Vec<PublicKey>,
     /// Admitted clients and their public keys. Requests from any other key are rejected.
+    ///
+    /// Several client ids may share one key: they are then sessions of one client principal
+    /// (an application server, say), each with its own outstanding request and timestamps, and a
+    /// channel authenticated with that key speaks for all of them (see
+    /// [`ClusterConfig::same_client`]), so one connection per replica serves them all. A client
+    /// key never equals a replica's.
     pub clients: BTreeMap<ClientId, PublicKey>,
     /// Bounds on what peers and clients can make a replica hold.
     pub limits: Limits,
@@ -182,6 +188,27 @@ impl ClusterConfig {
         (0..self.replicas.len() as u32).map(ReplicaId)
     }
 
+    /// Whether admitted clients `a` and `b` are sessions of one client principal: admitted with
+    /// the same key. A channel authenticated as one speaks for the other. False if either is not
+    /// admitted.
+    pub fn same_client(&self, a: ClientId, b: ClientId) -> bool {
+        match (self.clients.get(&a), self.clients.get(&b)) {
+            (Some(a), Some(b)) => a == b,
+            _ => false,
+        }
+    }
+
+    /// Each admitted client's account: the lowest client id admitted with the same key. A
+    /// connection authenticated with a client key is that account's, and serves every session
+    /// of the key.
+    pub fn client_accounts(&self) -> BTreeMap<ClientId, ClientId> {
+        let mut first_with_key: BTreeMap<PublicKey, ClientId> = BTreeMap::new();
+        self.clients
+            .iter()
+            .map(|(id, key)| (*id, *first_with_key.entry(*key).or_insert(*id)))
+            .collect()
+    }
+
     /// Checks every field and names the first one that is wrong.
     pub fn validate(&self) -> Result<(), ConfigError> {
         if self.f == 0 {
@@ -222,10 +249,11 @@ impl ClusterConfig {
         for (id, key) in &self.clients {
             key.check_strong()
                 .map_err(|e| invalid("clients", format!("key of client {id} is unusable: {e}")))?;
-            if !seen.insert(*key) {
+            // Clients may share a key (sessions of one principal), never with a replica.
+            if seen.contains(key) {
                 return Err(invalid(
                     "clients",
-                    format!("key of client {id} is also used by another member or client"),
+                    format!("key of client {id} is also a replica's"),
                 ));
             }
         }

@@ -98,22 +98,51 @@ fn weak_keys_are_refused() {
 }
 
 /// Section 4.1 (clients and replicas are distinct principals): a client key equal to a replica's
-/// key, or to another client's, is refused as "clients".
+/// key is refused as "clients", for any replica and any client id.
 #[test]
-fn client_keys_must_differ_from_every_other_key() {
+fn client_keys_must_differ_from_every_replica_key() {
+    for replica in [0, 3] {
+        assert_eq!(
+            field(&edited(|c| {
+                let key = c.replicas[replica];
+                c.clients.insert(ClientId(2), key);
+            })),
+            "clients"
+        );
+    }
     assert_eq!(
         field(&edited(|c| {
-            let key = c.replicas[0];
-            c.clients.insert(ClientId(2), key);
+            let key = c.replicas[1];
+            c.clients.insert(ClientId(1_000), key);
         })),
         "clients"
     );
-    assert_eq!(
-        field(&edited(|c| {
-            c.clients.insert(ClientId(3), client_key(1).public());
-        })),
-        "clients"
+}
+
+/// Client ids that share a key are sessions of one client principal: the configuration is valid,
+/// they are the same client to each other and to nobody else, and their account is the lowest
+/// id with the key.
+#[test]
+fn client_ids_sharing_a_key_are_sessions_of_one_client() {
+    let config = edited(|c| {
+        c.clients.insert(ClientId(3), client_key(1).public());
+        c.clients.insert(ClientId(9), client_key(1).public());
+    });
+    config.validate().expect("shared client keys are valid");
+    assert!(config.same_client(ClientId(1), ClientId(9)));
+    assert!(config.same_client(ClientId(3), ClientId(1)));
+    assert!(config.same_client(ClientId(2), ClientId(2)));
+    assert!(!config.same_client(ClientId(1), ClientId(2)));
+    assert!(
+        !config.same_client(ClientId(1), ClientId(77)),
+        "not admitted"
     );
+    let accounts = config.client_accounts();
+    assert_eq!(accounts[&ClientId(9)], ClientId(1));
+    assert_eq!(accounts[&ClientId(3)], ClientId(1));
+    assert_eq!(accounts[&ClientId(1)], ClientId(1));
+    assert_eq!(accounts[&ClientId(2)], ClientId(2));
+    assert_eq!(accounts.len(), config.clients.len());
 }
 
 /// Section 4.2 (the window (h, h + L]): a window below 2 is refused as "limits.window".

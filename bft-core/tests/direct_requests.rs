@@ -182,6 +182,74 @@ fn an_embedded_request_skips_its_signature_check_only_for_the_clients_own_bytes(
     assert!(verifier.verify_batch_at(vec![(from_primary(), frame)], &direct)[0].is_ok());
 }
 
+/// Client ids that share a key are sessions of one client principal (`ClusterConfig::clients`):
+/// a channel authenticated with the key speaks for each of them, so one connection serves them
+/// all. A backup records a session's request under the session, and takes the PRE-PREPARE's
+/// copy of those bytes on the channel's authority; a channel never speaks for a client with
+/// another key, nor for a replica.
+#[test]
+fn a_clients_channel_speaks_for_every_session_of_its_key() {
+    let mut config = harness::config(1, 2);
+    config.clients.insert(ClientId(3), client_key(1).public());
+    let verifier = Verifier::new(Arc::new(config)).expect("valid");
+    let session_request = |timestamp: u64| {
+        Request {
+            timestamp,
+            operation: b"op".to_vec(),
+        }
+        .sign(&client_key(1), CLUSTER, Principal::Client(ClientId(3)))
+    };
+    // Session 3's request, badly signed, on the channel of session 1 (the key's account).
+    let badly_signed = flip_signature(&session_request(1));
+    let mut direct = DirectRequests::new();
+    assert_eq!(
+        verifier.admit_direct(&mut direct, ClientId(1), &badly_signed, false),
+        Ok(DirectAdmission::Recorded)
+    );
+    assert!(
+        direct.holds(ClientId(3), &badly_signed),
+        "held under its sender"
+    );
+    assert!(!direct.holds(ClientId(1), &badly_signed));
+    let frame = pre_prepare(1, std::slice::from_ref(&badly_signed));
+    assert!(
+        verifier
+            .verify_from_at(from_primary(), frame, &direct)
+            .is_ok(),
+        "accepted on the channel's authority"
+    );
+    // Either session's channel speaks for the other.
+    assert!(
+        verifier
+            .admit_direct(&mut direct, ClientId(3), &request(1, 1, b"op"), false)
+            .is_ok()
+    );
+    // Never for a client with another key, either way.
+    assert_eq!(
+        verifier.admit_direct(&mut direct, ClientId(1), &request(2, 1, b"op"), false),
+        Err(VerifyError::SenderIsNotPeer {
+            sender: Principal::Client(ClientId(2)),
+            peer: Principal::Client(ClientId(1)),
+        })
+    );
+    assert_eq!(
+        verifier.admit_direct(&mut direct, ClientId(2), &session_request(2), false),
+        Err(VerifyError::SenderIsNotPeer {
+            sender: Principal::Client(ClientId(3)),
+            peer: Principal::Client(ClientId(2)),
+        })
+    );
+    let client = |id| Principal::Client(ClientId(id));
+    let replica = |id| Principal::Replica(ReplicaId(id));
+    assert!(verifier.speaks_for(client(1), client(3)));
+    assert!(verifier.speaks_for(client(3), client(1)));
+    assert!(!verifier.speaks_for(client(1), client(2)));
+    assert!(!verifier.speaks_for(client(1), client(9)), "not admitted");
+    assert!(verifier.speaks_for(replica(1), replica(1)));
+    assert!(!verifier.speaks_for(replica(1), replica(2)));
+    assert!(!verifier.speaks_for(client(1), replica(1)));
+}
+
 /// A record is bounded per client: after the client sent `DIRECT_HISTORY` newer frames, an old
 /// one is no longer held, and a pre-prepare carrying it is checked by its signature again.
 #[test]

@@ -4,15 +4,23 @@
 //! [`AsyncClient`] therefore holds a pool of sessions, one per client identity it is given, and
 //! runs as many operations concurrently as it has sessions; further operations wait for a free
 //! session. Each session is the sans-IO [`bft_core::Client`] (which tracks the primary and says
-//! when to retransmit) with its own authenticated connections, all on one QUIC endpoint.
+//! when to retransmit). Sessions whose identities share a key (sessions of one client principal,
+//! see [`ClusterConfig::clients`]) share one authenticated connection per replica, so their
+//! requests and the replicas' replies coalesce into few packets; identities with keys of their
+//! own get connections of their own. All run on one QUIC endpoint.
+//!
+//! A key's connections are its account's: give each client process its own key (or keys), and
+//! hold a key in one [`AsyncClient`] at a time, since replicas answer all of a key's sessions on
+//! the latest connection opened with it.
 
 use crate::transport::{Inbound, Transport, TransportError, TransportOptions};
 use bft_core::{
     Client, ClientActions, ClientError, ClientId, ClientInput, ClusterConfig, Destination, Outcome,
     Principal, Time, VerifiedMessage, Verifier,
 };
-use bft_crypto::KeyPair;
-use std::collections::VecDeque;
+use bft_crypto::{KeyPair, PublicKey};
+use std::collections::btree_map::Entry;
+use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -106,8 +114,8 @@ struct Shared {
 
 impl AsyncClient {
     /// Connects with the given identities (each an admitted client id and its key) to the
-    /// replicas at `addresses` (indexed by replica id). Connections are dialled lazily, on the
-    /// first send.
+    /// replicas at `addresses` (indexed by replica id): one session per identity, one connection
+    /// per replica and distinct key. Connections are dialled lazily, on the first send.
     pub fn connect(
         config: Arc<ClusterConfig>,
         identities: Vec<(ClientId, KeyPair)>,
@@ -129,23 +137,30 @@ impl AsyncClient {
             .map_or(1, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
             .max(1);
         let mut sessions = Vec::new();
+        // One transport (one connection per replica) per key, shared by the key's sessions.
+        let mut transports: BTreeMap<PublicKey, Transport> = BTreeMap::new();
         for (id, key) in identities {
             let client = Client::new(config.clone(), id, key.clone(), first_timestamp)?;
-            let transport = Transport::client(
-                endpoint.clone(),
-                config.clone(),
-                key,
-                addresses.clone(),
-                options.transport.clone(),
-                inbound_tx.clone(),
-            )?;
+            let transport = match transports.entry(key.public()) {
+                Entry::Occupied(entry) => entry.get().clone(),
+                Entry::Vacant(entry) => entry
+                    .insert(Transport::client(
+                        endpoint.clone(),
+                        config.clone(),
+                        key,
+                        addresses.clone(),
+                        options.transport.clone(),
+                        inbound_tx.clone(),
+                    )?)
+                    .clone(),
+            };
             sessions.push(Session {
                 client,
                 transport,
                 current: None,
             });
         }
-        let transports = sessions.iter().map(|s| s.transport.clone()).collect();
+        let transports = transports.into_values().collect();
         let verifier = Verifier::new(config.clone())?;
         let (commands, receiver) = mpsc::channel(1024);
         let task = tokio::spawn(run(sessions, receiver, inbound, verifier, config.n()));

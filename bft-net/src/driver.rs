@@ -387,7 +387,7 @@ async fn verification_stage(
             match result {
                 Ok(message) => {
                     if let Principal::Client(_) = item.from
-                        && message.sender() != item.from
+                        && !verifier.speaks_for(item.from, message.sender())
                     {
                         warn!(from = ?item.from, sender = ?message.sender(), "client relayed another principal's frame");
                         transport

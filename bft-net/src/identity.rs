@@ -201,7 +201,8 @@ pub fn peer_principal(connection: &quinn::Connection, config: &ClusterConfig) ->
     principal_of(&key_from_spki(end_entity)?, config)
 }
 
-/// The principal `config` gives `key`, if any.
+/// The principal `config` gives `key`, if any: a replica, or the account of the client ids
+/// admitted with it (the lowest of them; see [`ClusterConfig::client_accounts`]).
 fn principal_of(key: &PublicKey, config: &ClusterConfig) -> Option<Principal> {
     if let Some(index) = config.replicas.iter().position(|k| k == key) {
         return Some(Principal::Replica(ReplicaId(u32::try_from(index).ok()?)));

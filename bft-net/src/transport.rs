@@ -2,6 +2,8 @@
 //!
 //! - Every node dials the replicas it sends to and keeps one unidirectional stream per
 //!   connection for its frames; a replica answers a client on the connection the client opened.
+//!   A client key is one peer: the sessions of a key (`ClusterConfig::clients`) share its
+//!   connections, so their frames coalesce into few packets.
 //! - Each peer has a bounded outbound queue. [`Transport::send`] never blocks: when a queue is
 //!   full the frame is dropped and counted, and the protocol's retransmissions recover.
 //! - A dropped connection is re-dialled with exponential backoff; frames queued meanwhile wait.
@@ -92,6 +94,8 @@ pub struct TransportStats {
     pub dial_failures: AtomicU64,
     /// Connections accepted.
     pub accepted: AtomicU64,
+    /// Connections accepted from clients (one per client key, unless it reconnects).
+    pub client_connections: AtomicU64,
     /// Incoming handshakes that failed (unknown key, wrong protocol).
     pub handshakes_refused: AtomicU64,
     /// Connections closed for bad framing (oversized length, empty or truncated frame).
@@ -121,6 +125,8 @@ pub struct TransportCounters {
     pub dial_failures: u64,
     /// See [`TransportStats::accepted`].
     pub accepted: u64,
+    /// See [`TransportStats::client_connections`].
+    pub client_connections: u64,
     /// See [`TransportStats::handshakes_refused`].
     pub handshakes_refused: u64,
     /// See [`TransportStats::disconnected_framing`].
@@ -144,6 +150,7 @@ impl TransportStats {
             dials: get(&self.dials),
             dial_failures: get(&self.dial_failures),
             accepted: get(&self.accepted),
+            client_connections: get(&self.client_connections),
             handshakes_refused: get(&self.handshakes_refused),
             disconnected_framing: get(&self.disconnected_framing),
             disconnected_flood: get(&self.disconnected_flood),
@@ -196,8 +203,11 @@ struct Inner {
     addresses: Vec<SocketAddr>,
     options: TransportOptions,
     peers: Mutex<BTreeMap<Principal, mpsc::Sender<Bytes>>>,
-    /// The latest connection each client opened (replies go there).
+    /// The latest connection each client account opened (replies to all its sessions go there).
     clients: Mutex<BTreeMap<ClientId, quinn::Connection>>,
+    /// Each admitted client's account (`ClusterConfig::client_accounts`): sessions of one key
+    /// share its connection and its outbound queue.
+    client_accounts: BTreeMap<ClientId, ClientId>,
     client_connected: Notify,
     inbound: mpsc::Sender<Inbound>,
     stats: TransportStats,
@@ -294,6 +304,7 @@ impl Transport {
         options: TransportOptions,
         inbound: mpsc::Sender<Inbound>,
     ) -> Transport {
+        let client_accounts = config.client_accounts();
         Transport {
             inner: Arc::new(Inner {
                 endpoint,
@@ -304,6 +315,7 @@ impl Transport {
                 options,
                 peers: Mutex::new(BTreeMap::new()),
                 clients: Mutex::new(BTreeMap::new()),
+                client_accounts,
                 client_connected: Notify::new(),
                 inbound,
                 stats: TransportStats::default(),
@@ -336,11 +348,18 @@ impl Transport {
     }
 
     /// Queues `frame` for `to`. Never blocks: if the peer's queue is full the frame is dropped
-    /// and counted.
+    /// and counted. Frames for the sessions of one client key share one queue, and go out on the
+    /// latest connection opened with that key.
     pub fn send(&self, to: Principal, frame: Bytes) {
         if self.is_shutting_down() {
             return;
         }
+        let to = match to {
+            Principal::Client(id) => {
+                Principal::Client(self.inner.client_accounts.get(&id).copied().unwrap_or(id))
+            }
+            replica => replica,
+        };
         let mut peers = self.inner.peers.lock().expect("not poisoned");
         let queue = peers.entry(to).or_insert_with(|| {
             let (sender, receiver) = mpsc::channel(self.inner.options.outbound_queue_frames);
@@ -464,6 +483,7 @@ impl Transport {
             bump(&self.inner.stats.accepted);
             debug!(?peer, addr = %connection.remote_address(), "accepted connection");
             if let Principal::Client(id) = peer {
+                bump(&self.inner.stats.client_connections);
                 self.inner
                     .clients
                     .lock()
@@ -647,8 +667,9 @@ impl Transport {
         }
     }
 
-    /// Sends the queue for client `id` on the latest connection the client opened; frames for a
-    /// client with no connection are dropped and counted.
+    /// Sends the queue for client account `id` (all sessions of its key) on the latest
+    /// connection opened with the key; frames for a client with no connection are dropped and
+    /// counted.
     async fn client_writer(self, id: ClientId, mut queue: mpsc::Receiver<Bytes>) {
         let stats = &self.inner.stats;
         let mut current: Option<(usize, quinn::SendStream)> = None;

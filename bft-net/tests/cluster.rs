@@ -100,3 +100,40 @@ async fn operations_pending_when_the_primary_stops_complete_after_the_view_chang
     }
     cluster.shutdown().await;
 }
+
+/// Client ids admitted with one key are sessions of one client principal: an `AsyncClient` holding
+/// eight of them runs eight operations at once over a single connection per replica, and each
+/// replica answers every session on it. With a key per identity, the same client opens a
+/// connection per identity and replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sessions_of_one_client_key_share_one_connection_per_replica() {
+    for shared in [true, false] {
+        let cluster = if shared {
+            TestCluster::start_sharing_client_key(1, 8, TransportOptions::default())
+        } else {
+            TestCluster::start(1, 8, TransportOptions::default())
+        };
+        let handles = vec![cluster.client(1..=8)];
+        // 8 lanes x 100 = 800 operations, 8 outstanding at a time.
+        run_load(&handles, 8, 800, "sessions").await;
+        cluster.wait_all_reached(0, 800).await;
+        let digests = cluster.settled_digests().await;
+        assert!(
+            digests.windows(2).all(|w| w[0] == w[1]),
+            "replicas diverged"
+        );
+        let expected = if shared { 1 } else { 8 };
+        for id in 0..4 {
+            let stats = cluster.transport_stats(id);
+            assert_eq!(
+                stats.client_connections, expected,
+                "replica {id} (shared key: {shared}): {stats:?}"
+            );
+            assert_eq!(stats.disconnected_invalid, 0, "replica {id}: {stats:?}");
+        }
+        for handle in handles {
+            handle.shutdown().await;
+        }
+        cluster.shutdown().await;
+    }
+}

@@ -4,12 +4,13 @@
 //! and the ratios between them. With `--systems ...,etcd`, also a 3-member etcd on loopback
 //! (Debian's `etcd-server`) under the same load. Results go to a folder as JSON and SVG plots.
 
+use benches::cluster::build_config;
 use benches::etcd::{EtcdClient, EtcdCluster};
 use benches::processes::{SERVE_REPLICA, serve_replica};
 use benches::report::{ETCD_MEMBERS, Measurement, Results, SystemKind, write_results};
 use benches::{
-    BaselineCluster, BenchCluster, ClusterSpec, LoadSpec, ReplicaArgs, ReplicaProcesses,
-    StorageMode, Target, run_load,
+    BaselineCluster, BenchCluster, ClientKeys, ClusterSpec, LoadSpec, ReplicaArgs,
+    ReplicaProcesses, StorageMode, Target, run_load,
 };
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -62,6 +63,11 @@ struct Args {
     /// totals then add the replica processes to this one's.
     #[arg(long)]
     replica_processes: bool,
+    /// How the client identities are keyed: `shared` (one client process with a session per
+    /// closed-loop client, sharing one connection per replica) or `per-session` (as many
+    /// independent clients, each with connections of its own). The same for every system.
+    #[arg(long, value_enum, default_value_t = ClientKeys::Shared)]
+    client_keys: ClientKeys,
     /// No progress bar.
     #[arg(long)]
     no_progress: bool,
@@ -222,6 +228,7 @@ async fn run_once(
             let cluster_spec = ClusterSpec {
                 f,
                 clients: spec.clients as u64,
+                client_keys: args.client_keys,
                 storage: if system == SystemKind::BftDisk {
                     StorageMode::Disk
                 } else {
@@ -255,10 +262,8 @@ async fn run_once(
             report
         }
         SystemKind::CrashOnly => {
-            let mut config = bft_core::testkit::config(f, spec.clients as u64);
-            config.limits = limits;
-            let config = Arc::new(config);
-            let cluster = BaselineCluster::start(config)?;
+            let config = build_config(f, spec.clients as u64, args.client_keys, Some(limits));
+            let cluster = BaselineCluster::start(config, args.client_keys)?;
             let target = Target::CrashOnly(cluster.client()?);
             let report = run_load(&target, spec, tick).await;
             target.shutdown().await;

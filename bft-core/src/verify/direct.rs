@@ -80,8 +80,8 @@ pub enum DirectAdmission {
 impl Verifier {
     /// Admits a frame that arrived on a channel authenticated as `client`, at a replica that is
     /// (`primary`) or is not the primary of its current view. Checks the header (cluster, kind,
-    /// sender equal to the channel's client, admitted, request size) without the signature, and
-    /// records the frame's digest in `direct`. A frame that fails the checks is refused and not
+    /// sender the channel's client or another session of its key, admitted, request size)
+    /// without the signature, and records the frame's digest in `direct` under its sender. A frame that fails the checks is refused and not
     /// recorded. Frames from clients are only ever requests.
     pub fn admit_direct(
         &self,
@@ -99,14 +99,18 @@ impl Verifier {
                 sender: header.sender,
             });
         }
+        // The channel speaks for every session of its key (`ClusterConfig::same_client`).
         let peer = Principal::Client(client);
-        if header.sender != peer {
-            return Err(VerifyError::SenderIsNotPeer {
-                sender: header.sender,
-                peer,
-            });
-        }
-        let new = direct.record(client, frame);
+        let sender = match header.sender {
+            Principal::Client(sender) if self.config.same_client(client, sender) => sender,
+            _ => {
+                return Err(VerifyError::SenderIsNotPeer {
+                    sender: header.sender,
+                    peer,
+                });
+            }
+        };
+        let new = direct.record(sender, frame);
         Ok(if new && !primary {
             DirectAdmission::Recorded
         } else {

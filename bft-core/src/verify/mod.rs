@@ -525,6 +525,18 @@ impl Verifier {
             .ok_or(VerifyError::UnknownSender(header.sender))
     }
 
+    /// Whether a channel authenticated as `peer` speaks for `sender`: the same principal, or two
+    /// sessions of one client key ([`ClusterConfig::same_client`]). A frame a client sends must
+    /// be from a principal its channel speaks for.
+    pub fn speaks_for(&self, peer: Principal, sender: Principal) -> bool {
+        match (peer, sender) {
+            (Principal::Client(peer), Principal::Client(sender)) => {
+                self.config.same_client(peer, sender)
+            }
+            _ => peer == sender,
+        }
+    }
+
     fn key_of(&self, sender: Principal) -> Option<PublicKey> {
         match sender {
             Principal::Replica(ReplicaId(id)) => self.config.replicas.get(id as usize).copied(),

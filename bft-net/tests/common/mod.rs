@@ -25,6 +25,9 @@ pub struct TestCluster {
     pub data_root: Option<std::path::PathBuf>,
     /// A replica whose storage fails after this many successful persists (a full disk).
     pub failing_storage: Option<(u32, usize)>,
+    /// Every client id is admitted with client 1's key (sessions of one client principal);
+    /// otherwise client `i` has `client_key(i)`.
+    pub shared_client_key: bool,
 }
 
 /// Storage that fails like a full disk after `remaining` successful persists.
@@ -54,7 +57,16 @@ pub fn init_logs() {
 impl TestCluster {
     /// Starts 3f+1 replicas (with `clients` admitted client ids) on loopback ports.
     pub fn start(f: usize, clients: u64, options: TransportOptions) -> TestCluster {
-        TestCluster::start_with(f, clients, options, None)
+        TestCluster::start_with(f, clients, options, None, false)
+    }
+
+    /// Starts 3f+1 replicas admitting client ids 1 to `clients`, all with client 1's key.
+    pub fn start_sharing_client_key(
+        f: usize,
+        clients: u64,
+        options: TransportOptions,
+    ) -> TestCluster {
+        TestCluster::start_with(f, clients, options, None, true)
     }
 
     /// Starts 3f+1 replicas that keep their state in data directories under `data_root`.
@@ -64,7 +76,7 @@ impl TestCluster {
         options: TransportOptions,
         data_root: &std::path::Path,
     ) -> TestCluster {
-        TestCluster::start_with(f, clients, options, Some(data_root.to_path_buf()))
+        TestCluster::start_with(f, clients, options, Some(data_root.to_path_buf()), false)
     }
 
     fn start_with(
@@ -72,9 +84,16 @@ impl TestCluster {
         clients: u64,
         options: TransportOptions,
         data_root: Option<std::path::PathBuf>,
+        shared_client_key: bool,
     ) -> TestCluster {
         init_logs();
-        let config = Arc::new(config(f, clients));
+        let mut config = config(f, clients);
+        if shared_client_key {
+            for key in config.clients.values_mut() {
+                *key = client_key(1).public();
+            }
+        }
+        let config = Arc::new(config);
         let sockets: Vec<UdpSocket> = (0..config.n())
             .map(|_| UdpSocket::bind("127.0.0.1:0").expect("bind loopback"))
             .collect();
@@ -86,6 +105,7 @@ impl TestCluster {
             options,
             data_root,
             failing_storage: None,
+            shared_client_key,
         };
         for (i, socket) in sockets.into_iter().enumerate() {
             let handle = cluster.spawn(ReplicaId(i as u32), socket);
@@ -175,7 +195,10 @@ impl TestCluster {
     pub fn client(&self, ids: impl IntoIterator<Item = u64>) -> AsyncClient {
         let identities = ids
             .into_iter()
-            .map(|i| (ClientId(i), client_key(i)))
+            .map(|i| {
+                let key = client_key(if self.shared_client_key { 1 } else { i });
+                (ClientId(i), key)
+            })
             .collect();
         AsyncClient::connect(
             self.config.clone(),
