@@ -1,6 +1,7 @@
 //! The cluster harness's results: medians per configuration, the ratios between systems, a
 //! table for the terminal and the README, `results.json`, and SVG plots.
 
+use crate::cluster::ClientKeys;
 use crate::load::LoadReport;
 use plotters::prelude::*;
 use serde::Serialize;
@@ -205,19 +206,32 @@ pub struct Results {
     pub warmup_seconds: u64,
     /// Runs per configuration.
     pub runs: usize,
+    /// How the clients were keyed (`ClientKeys`): `shared` (sessions of one client, one
+    /// connection per replica) or `per-session` (a key and connections per client).
+    pub client_keys: String,
     /// Every configuration.
     pub measurements: Vec<Measurement>,
 }
 
 impl Results {
-    /// Empty results for runs of this shape.
-    pub fn new(operation_bytes: usize, seconds: u64, warmup_seconds: u64, runs: usize) -> Results {
+    /// Empty results for runs of this shape, with clients keyed as `client_keys` says.
+    pub fn new(
+        operation_bytes: usize,
+        seconds: u64,
+        warmup_seconds: u64,
+        runs: usize,
+        client_keys: ClientKeys,
+    ) -> Results {
         Results {
             machine: machine_description(),
             operation_bytes,
             seconds,
             warmup_seconds,
             runs,
+            client_keys: match client_keys {
+                ClientKeys::Shared => "shared".into(),
+                ClientKeys::PerSession => "per-session".into(),
+            },
             measurements: Vec::new(),
         }
     }
@@ -287,8 +301,8 @@ impl Results {
         let _ = writeln!(out, "machine: {}", self.machine);
         let _ = writeln!(
             out,
-            "{}-byte operations, {} s measured after {} s warm-up, median of {} runs",
-            self.operation_bytes, self.seconds, self.warmup_seconds, self.runs
+            "{}-byte operations, {} s measured after {} s warm-up, median of {} runs, client keys {}",
+            self.operation_bytes, self.seconds, self.warmup_seconds, self.runs, self.client_keys
         );
         let _ = writeln!(out);
         let _ = writeln!(

@@ -44,7 +44,9 @@ pub struct ClusterConfig {
     /// (an application server, say), each with its own outstanding request and timestamps, and a
     /// channel authenticated with that key speaks for all of them (see
     /// [`ClusterConfig::same_client`]), so one connection per replica serves them all. A client
-    /// key never equals a replica's.
+    /// key never equals a replica's. Replicas answer all sessions of a key on the latest
+    /// connection opened with it, so a key belongs to one client process (one `AsyncClient`) at
+    /// a time, as an id did before; they also share that connection's limits.
     pub clients: BTreeMap<ClientId, PublicKey>,
     /// Bounds on what peers and clients can make a replica hold.
     pub limits: Limits,

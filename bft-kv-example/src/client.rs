@@ -61,29 +61,33 @@ pub struct KvClient {
 
 impl KvClient {
     /// Loads the configuration at `config_path` and the client key at `key_path` (which must be
-    /// an admitted client's) and connects. Each operation waits at most `deadline`.
+    /// an admitted client's) and connects, with a session per client id the key is admitted as.
+    /// Each operation waits at most `deadline`.
     pub async fn connect(
         config_path: &Path,
         key_path: &Path,
         deadline: Duration,
     ) -> Result<KvClient, KvClientError> {
-        let config = KvConfig::load(config_path)?;
-        let identity = config.load_client_key(key_path)?;
-        KvClient::from_parts(&config, vec![identity], deadline)
+        KvClient::connect_with_keys(config_path, &[key_path.to_path_buf()], deadline).await
     }
 
-    /// Like [`KvClient::connect`] with several client keys: one session per key, so up to that
-    /// many operations run at once.
+    /// Like [`KvClient::connect`] with several client keys: one session per client id they are
+    /// admitted as (one per key, unless the configuration gives a key several ids), so up to
+    /// that many operations run at once. A key given twice counts once.
     pub async fn connect_with_keys(
         config_path: &Path,
         key_paths: &[std::path::PathBuf],
         deadline: Duration,
     ) -> Result<KvClient, KvClientError> {
         let config = KvConfig::load(config_path)?;
-        let identities = key_paths
-            .iter()
-            .map(|path| config.load_client_key(path))
-            .collect::<Result<Vec<_>, _>>()?;
+        let mut identities: Vec<(ClientId, KeyPair)> = Vec::new();
+        for path in key_paths {
+            for (id, key) in config.load_client_sessions(path)? {
+                if identities.iter().all(|(known, _)| *known != id) {
+                    identities.push((id, key));
+                }
+            }
+        }
         KvClient::from_parts(&config, identities, deadline)
     }
 

@@ -433,7 +433,8 @@ impl KvConfig {
         self.dir.join(client_key_file(id))
     }
 
-    /// The admitted client whose key is `key`, if any.
+    /// The admitted client whose key is `key`, if any (the lowest id admitted with it, if
+    /// several are: the key's account).
     pub fn client_id_of(&self, key: &PublicKey) -> Option<ClientId> {
         self.cluster
             .clients
@@ -468,7 +469,22 @@ impl KvConfig {
         Ok(key)
     }
 
-    /// Loads a client key from `path` and finds the admitted client it belongs to.
+    /// Loads a client key from `path` and every admitted client id configured with it (the
+    /// sessions of one client, `bft_core::ClusterConfig::clients`; usually one), lowest first.
+    pub fn load_client_sessions(&self, path: &Path) -> Result<Vec<(ClientId, KeyPair)>, KeyError> {
+        let (_, key) = self.load_client_key(path)?;
+        let public = key.public();
+        Ok(self
+            .cluster
+            .clients
+            .iter()
+            .filter(|(_, k)| **k == public)
+            .map(|(id, _)| (*id, key.clone()))
+            .collect())
+    }
+
+    /// Loads a client key from `path` and finds the admitted client it belongs to (the lowest
+    /// id admitted with it, if several are).
     pub fn load_client_key(&self, path: &Path) -> Result<(ClientId, KeyPair), KeyError> {
         let key = KeyPair::load(path)?;
         match self.client_id_of(&key.public()) {

@@ -115,8 +115,9 @@ enum Command {
         /// The cluster configuration file.
         #[arg(long)]
         config: PathBuf,
-        /// Admitted client key files; one session each, so this many commands run at once
-        /// (repeat the option: --key client-1.key --key client-2.key).
+        /// Admitted client key files (repeat the option: --key client-1.key --key client-2.key);
+        /// a session per client id each is admitted as (one, unless the configuration gives a
+        /// key several ids), so that many commands run at once.
         #[arg(long, required = true)]
         key: Vec<PathBuf>,
         /// The TCP address to serve Redis clients on.

@@ -74,6 +74,9 @@ pub enum ConnectError {
     /// No identity to send with.
     #[error("an AsyncClient needs at least one client identity")]
     NoIdentity,
+    /// The same client id was given twice: its two sessions would share timestamps and replies.
+    #[error("client {0} is given twice (each identity is one session)")]
+    DuplicateIdentity(ClientId),
     /// An identity is not admitted by the configuration, or its key does not match.
     #[error("identity: {0}")]
     Config(#[from] bft_core::ConfigError),
@@ -124,6 +127,10 @@ impl AsyncClient {
     ) -> Result<AsyncClient, ConnectError> {
         if identities.is_empty() {
             return Err(ConnectError::NoIdentity);
+        }
+        let mut ids = std::collections::BTreeSet::new();
+        if let Some((id, _)) = identities.iter().find(|(id, _)| !ids.insert(*id)) {
+            return Err(ConnectError::DuplicateIdentity(*id));
         }
         let bind: SocketAddr = match addresses.first() {
             Some(addr) if addr.is_ipv6() => "[::]:0".parse().expect("valid"),
@@ -309,6 +316,8 @@ fn on_frame(sessions: &mut [Session], verifier: &Verifier, inbound: Inbound, now
     };
     let client = reply.message().client;
     let Some(session) = sessions.iter_mut().find(|s| s.client.id() == client) else {
+        // Another client process holds this key's session (see the module documentation).
+        debug!(%client, "reply for a session this client does not hold");
         return;
     };
     let mut actions = session.client.step(now, ClientInput::Message(message));
@@ -346,5 +355,31 @@ async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(deadline) => tokio::time::sleep_until(deadline).await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bft_core::testkit::{client_key, config};
+
+    /// Each identity is one session with its own timestamps: the same client id given twice
+    /// would make two sessions answerable by the same replies, so it is refused before anything
+    /// starts. Ids that share a key are distinct sessions and are fine (see the cluster tests).
+    #[test]
+    fn the_same_identity_twice_is_refused() {
+        let config = Arc::new(config(1, 2));
+        let addresses = vec!["127.0.0.1:1".parse().expect("valid"); 4];
+        let twice = vec![
+            (ClientId(1), client_key(1)),
+            (ClientId(2), client_key(2)),
+            (ClientId(1), client_key(1)),
+        ];
+        let result = AsyncClient::connect(config, twice, addresses, ClientOptions::default());
+        assert!(
+            matches!(result, Err(ConnectError::DuplicateIdentity(ClientId(1)))),
+            "{:?}",
+            result.err()
+        );
     }
 }

@@ -309,7 +309,8 @@ async fn sleep_until(deadline: Option<Instant>) {
 
 /// Verifies frames in batches: each batch is split into chunks verified on blocking threads in
 /// parallel, and the results are forwarded in arrival order. A refused frame closes the
-/// connection it came on; a client may only send frames signed as itself.
+/// connection it came on; a client may only send frames signed as itself or as another session
+/// of its key (`Verifier::speaks_for`).
 ///
 /// Requests a client sends a backup directly are only recorded (see
 /// [`bft_core::DirectRequests`]): the primary proposes them, and the backup then accepts the

@@ -577,6 +577,32 @@ mod tests {
         shut_down(&[&dialer, &server]).await;
     }
 
+    /// A key admitted under several client ids is seen as their account, the lowest of them,
+    /// whatever order the ids were admitted in; a replica's key stays the replica's.
+    #[test]
+    fn a_shared_client_key_is_seen_as_its_account() {
+        let mut config = config(1, 3);
+        config.clients.insert(ClientId(9), client_key(2).public());
+        config.clients.insert(ClientId(5), client_key(2).public());
+        assert_eq!(
+            principal_of(&client_key(2).public(), &config),
+            Some(Principal::Client(ClientId(2)))
+        );
+        config.clients.remove(&ClientId(2));
+        assert_eq!(
+            principal_of(&client_key(2).public(), &config),
+            Some(Principal::Client(ClientId(5)))
+        );
+        assert_eq!(
+            principal_of(&client_key(3).public(), &config),
+            Some(Principal::Client(ClientId(3)))
+        );
+        assert_eq!(
+            principal_of(&replica_key(1).public(), &config),
+            Some(Principal::Replica(ReplicaId(1)))
+        );
+    }
+
     #[tokio::test]
     async fn unknown_key_is_refused_at_the_handshake() {
         let config = config(1, 2);

@@ -49,7 +49,8 @@ pub struct TransportOptions {
     /// Frames queued from all peers towards the node before readers wait (back-pressure on the
     /// peers, through QUIC flow control).
     pub inbound_queue_frames: usize,
-    /// Frames per second one connection may send (sustained); more closes it.
+    /// Frames per second one connection may send (sustained); more closes it. The sessions of
+    /// one client key share their connection's budget (and its outbound queue).
     pub max_frames_per_second: u32,
     /// Frames one connection may send in a burst above the sustained rate.
     pub frame_burst: u32,
@@ -94,7 +95,8 @@ pub struct TransportStats {
     pub dial_failures: AtomicU64,
     /// Connections accepted.
     pub accepted: AtomicU64,
-    /// Connections accepted from clients (one per client key, unless it reconnects).
+    /// Connections accepted from clients (one per client key and client process, unless it
+    /// reconnects).
     pub client_connections: AtomicU64,
     /// Incoming handshakes that failed (unknown key, wrong protocol).
     pub handshakes_refused: AtomicU64,
@@ -304,7 +306,12 @@ impl Transport {
         options: TransportOptions,
         inbound: mpsc::Sender<Inbound>,
     ) -> Transport {
-        let client_accounts = config.client_accounts();
+        // Only a replica's transport (the one that owns its endpoint) sends to clients.
+        let client_accounts = if owns_endpoint {
+            config.client_accounts()
+        } else {
+            BTreeMap::new()
+        };
         Transport {
             inner: Arc::new(Inner {
                 endpoint,

@@ -97,7 +97,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let configurations =
         client_counts.len() * (args.f.len() * (args.systems.len() - etcd_runs) + etcd_runs);
     println!(
-        "cluster-bench: {} ({}), clients {:?}, {}-byte operations, {} s measured after {} s warm-up, {} runs each",
+        "cluster-bench: {} ({}), clients {:?} (keys {:?}), {}-byte operations, {} s measured after {} s warm-up, {} runs each",
         args.systems
             .iter()
             .map(|s| s.name())
@@ -109,6 +109,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .collect::<Vec<_>>()
             .join(", "),
         client_counts,
+        args.client_keys,
         args.operation_bytes,
         args.seconds,
         args.warmup,
@@ -118,7 +119,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         args.no_progress,
         configurations as u64 * args.runs as u64 * (args.seconds + args.warmup),
     );
-    let mut results = Results::new(args.operation_bytes, args.seconds, args.warmup, args.runs);
+    let mut results = Results::new(
+        args.operation_bytes,
+        args.seconds,
+        args.warmup,
+        args.runs,
+        args.client_keys,
+    );
     for (f_index, &f) in args.f.iter().enumerate() {
         for &clients in &client_counts {
             for &system in &args.systems {

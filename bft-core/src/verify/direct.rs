@@ -81,8 +81,9 @@ impl Verifier {
     /// Admits a frame that arrived on a channel authenticated as `client`, at a replica that is
     /// (`primary`) or is not the primary of its current view. Checks the header (cluster, kind,
     /// sender the channel's client or another session of its key, admitted, request size)
-    /// without the signature, and records the frame's digest in `direct` under its sender. A frame that fails the checks is refused and not
-    /// recorded. Frames from clients are only ever requests.
+    /// without the signature, and records the frame's digest in `direct` under its sender. A
+    /// frame that fails the checks is refused and not recorded. Frames from clients are only ever
+    /// requests.
     pub fn admit_direct(
         &self,
         direct: &mut DirectRequests,

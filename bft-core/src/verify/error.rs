@@ -36,8 +36,10 @@ pub enum VerifyError {
     /// which peer the channel is authenticated as.
     #[error("reply from {0} without an authenticated channel")]
     ReplyWithoutChannel(Principal),
-    /// A reply names a sender other than the peer its channel is authenticated as.
-    #[error("reply claims to be from {sender} on a channel from {peer}")]
+    /// A reply, or a request a client sent directly, names a sender its channel does not speak
+    /// for (`Verifier::speaks_for`): another replica than the channel's, or a client with another
+    /// key than the channel's.
+    #[error("frame claims to be from {sender} on a channel from {peer}")]
     SenderIsNotPeer {
         /// The sender the frame names.
         sender: Principal,

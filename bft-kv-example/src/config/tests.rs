@@ -140,3 +140,40 @@ fn wrong_keys_are_named() {
         .unwrap_err();
     assert!(error.to_string().contains("missing.key"), "{error}");
 }
+
+/// A public key listed under several client ids is one client with several sessions: its key
+/// file loads as every one of them (lowest first), and as the lowest id alone where one id is
+/// wanted; a key listed once loads as that one id.
+#[test]
+fn a_key_listed_under_several_client_ids_loads_as_all_its_sessions() {
+    let dir = tempfile::tempdir().unwrap();
+    let sample = write_sample(dir.path());
+    let mut file = sample_file();
+    let shared = file.clients[0].public_key;
+    file.clients.push(ClientEntry {
+        id: 7,
+        public_key: shared,
+    });
+    file.clients.push(ClientEntry {
+        id: 3,
+        public_key: shared,
+    });
+    let path = dir.path().join("shared.toml");
+    file.save(&path).unwrap();
+    let config = KvConfig::load(&path).unwrap();
+    let key_path = config.client_key_path(ClientId(1));
+    let sessions = config.load_client_sessions(&key_path).unwrap();
+    let ids: Vec<ClientId> = sessions.iter().map(|(id, _)| *id).collect();
+    assert_eq!(ids, vec![ClientId(1), ClientId(3), ClientId(7)]);
+    assert!(sessions.iter().all(|(_, key)| key.public() == shared));
+    assert_eq!(config.load_client_key(&key_path).unwrap().0, ClientId(1));
+
+    let single = KvConfig::load(&sample).unwrap();
+    let ids: Vec<ClientId> = single
+        .load_client_sessions(&key_path)
+        .unwrap()
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(ids, vec![ClientId(1)]);
+}
