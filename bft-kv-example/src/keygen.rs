@@ -16,8 +16,13 @@ use std::time::Duration;
 pub struct KeygenOptions {
     /// Number of replicas: `3f + 1` for some `f >= 1`.
     pub replicas: usize,
-    /// Number of admitted clients (ids 1 to `clients`).
+    /// Number of client keys (client processes).
     pub clients: u64,
+    /// Client ids admitted with each client key (at least 1): sessions of one client, which run
+    /// that many operations at once over one connection per replica. Key `k` (from 0) is
+    /// admitted as ids `k * sessions_per_client + 1` onwards, and its file is named after the
+    /// first of them.
+    pub sessions_per_client: u64,
     /// The directory to write into (created if missing).
     pub out: PathBuf,
     /// The host every replica listens on.
@@ -37,6 +42,7 @@ impl Default for KeygenOptions {
         KeygenOptions {
             replicas: 4,
             clients: 1,
+            sessions_per_client: 1,
             out: PathBuf::from("cluster"),
             host: IpAddr::V4(Ipv4Addr::LOCALHOST),
             base_port: 7000,
@@ -56,6 +62,9 @@ pub enum KeygenError {
     /// Ports do not match the replica count, or overflow.
     #[error("{0}")]
     Ports(String),
+    /// The session count is zero, or clients times sessions is too many.
+    #[error("--sessions-per-client must be between 1 and {MAX_CLIENT_IDS} / --clients, got {0}")]
+    Sessions(u64),
     /// The output directory already holds a configuration.
     #[error("{0} already exists: refusing to overwrite a cluster's keys (choose another --out)")]
     Exists(PathBuf),
@@ -78,6 +87,9 @@ pub enum KeygenError {
     Config(#[from] ConfigFileError),
 }
 
+/// Most client ids keygen admits in all (clients times sessions per client).
+pub const MAX_CLIENT_IDS: u64 = 1 << 20;
+
 /// What keygen wrote.
 #[derive(Debug, Clone)]
 pub struct Generated {
@@ -85,7 +97,7 @@ pub struct Generated {
     pub config: PathBuf,
     /// Replica key files, by id.
     pub replica_keys: Vec<PathBuf>,
-    /// Client key files, by id (1 first).
+    /// Client key files, by their first client id (1 first).
     pub client_keys: Vec<PathBuf>,
 }
 
@@ -97,6 +109,17 @@ pub fn keygen(options: &KeygenOptions) -> Result<Generated, KeygenError> {
         return Err(KeygenError::ReplicaCount(n));
     }
     let f = (n - 1) / 3;
+    let sessions = options.sessions_per_client;
+    if sessions == 0
+        || options
+            .clients
+            .checked_mul(sessions)
+            .is_none_or(|ids| ids > MAX_CLIENT_IDS)
+    {
+        return Err(KeygenError::Sessions(sessions));
+    }
+    // Key `k`'s first client id; its sessions follow it.
+    let first_id = |k: usize| ClientId(k as u64 * sessions + 1);
     let ports = match &options.ports {
         Some(ports) if ports.len() != n => {
             return Err(KeygenError::Ports(format!(
@@ -159,9 +182,11 @@ pub fn keygen(options: &KeygenOptions) -> Result<Generated, KeygenError> {
         clients: client_keys
             .iter()
             .enumerate()
-            .map(|(i, key)| ClientEntry {
-                id: i as u64 + 1,
-                public_key: key.public(),
+            .flat_map(|(k, key)| {
+                (0..sessions).map(move |s| ClientEntry {
+                    id: first_id(k).0 + s,
+                    public_key: key.public(),
+                })
             })
             .collect(),
     };
@@ -177,8 +202,8 @@ pub fn keygen(options: &KeygenOptions) -> Result<Generated, KeygenError> {
         key.save(&path)?;
         generated.replica_keys.push(path);
     }
-    for (i, key) in client_keys.iter().enumerate() {
-        let path = key_path(&options.out, &client_key_file(ClientId(i as u64 + 1)));
+    for (k, key) in client_keys.iter().enumerate() {
+        let path = key_path(&options.out, &client_key_file(first_id(k)));
         key.save(&path)?;
         generated.client_keys.push(path);
     }
@@ -247,6 +272,44 @@ mod tests {
         let error = keygen(&options).unwrap_err();
         assert!(matches!(error, KeygenError::Exists(_)), "{error}");
         assert_eq!(std::fs::read(&generated.config).unwrap(), before);
+    }
+
+    /// `--sessions-per-client 3` with 2 clients: ids 1 to 6, client-1.key admitted as 1, 2 and 3,
+    /// client-4.key as 4, 5 and 6; zero sessions, or too many ids, are refused.
+    #[test]
+    fn each_client_key_is_admitted_as_its_sessions() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = KeygenOptions {
+            clients: 2,
+            sessions_per_client: 3,
+            out: dir.path().join("c"),
+            ..KeygenOptions::default()
+        };
+        let generated = keygen(&options).unwrap();
+        assert_eq!(generated.client_keys.len(), 2);
+        let config = KvConfig::load(&generated.config).unwrap();
+        assert_eq!(config.cluster.clients.len(), 6);
+        for (file, ids) in [(1, [1, 2, 3]), (4, [4, 5, 6])] {
+            let path = config.client_key_path(ClientId(file));
+            assert!(generated.client_keys.contains(&path));
+            let sessions: Vec<ClientId> = config
+                .load_client_sessions(&path)
+                .unwrap()
+                .into_iter()
+                .map(|(id, _)| id)
+                .collect();
+            assert_eq!(sessions, ids.map(ClientId).to_vec());
+        }
+        for sessions_per_client in [0, MAX_CLIENT_IDS] {
+            let options = KeygenOptions {
+                clients: 2,
+                sessions_per_client,
+                out: dir.path().join(format!("refused-{sessions_per_client}")),
+                ..KeygenOptions::default()
+            };
+            assert!(matches!(keygen(&options), Err(KeygenError::Sessions(_))));
+            assert!(!options.out.exists());
+        }
     }
 
     #[test]

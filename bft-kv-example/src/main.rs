@@ -153,9 +153,14 @@ struct KeygenArgs {
     /// Replicas: 3f+1 (4, 7, 10, ...).
     #[arg(long, default_value_t = 4)]
     replicas: usize,
-    /// Admitted clients (key files client-1.key, client-2.key, ...).
+    /// Client keys (key files client-1.key, client-2.key, ...).
     #[arg(long, default_value_t = 1)]
     clients: u64,
+    /// Client ids admitted with each client key: sessions of one client, so that many
+    /// operations run at once over one connection per replica (key files are then named after
+    /// each key's first id: client-1.key, client-<1+N>.key, ...).
+    #[arg(long, default_value_t = 1)]
+    sessions_per_client: u64,
     /// Directory to write cluster.toml and the key files into (created if missing).
     #[arg(long)]
     out: PathBuf,
@@ -386,6 +391,7 @@ fn run_keygen(args: KeygenArgs) -> Result<(), String> {
     let options = KeygenOptions {
         replicas: args.replicas,
         clients: args.clients,
+        sessions_per_client: args.sessions_per_client,
         out: args.out,
         host: args.host,
         base_port: args.base_port,
