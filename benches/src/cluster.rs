@@ -30,6 +30,16 @@ pub enum ClientKeys {
     PerSession,
 }
 
+impl ClientKeys {
+    /// The mode as `--client-keys` spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            ClientKeys::Shared => "shared",
+            ClientKeys::PerSession => "per-session",
+        }
+    }
+}
+
 /// What cluster to start.
 #[derive(Debug, Clone)]
 pub struct ClusterSpec {

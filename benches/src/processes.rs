@@ -134,7 +134,7 @@ impl ReplicaProcesses {
                 .arg(SERVE_REPLICA)
                 .args(["--f", &spec.f.to_string()])
                 .args(["--clients", &spec.clients.to_string()])
-                .args(["--client-keys", client_keys_arg(spec.client_keys)])
+                .args(["--client-keys", spec.client_keys.name()])
                 .args(["--id", &id.to_string()])
                 .args(["--addresses", &list])
                 .stdin(Stdio::piped())
@@ -188,14 +188,6 @@ impl ReplicaProcesses {
             let _ = child.wait();
         }
         self.children.clear();
-    }
-}
-
-/// `keys` as the `--client-keys` argument spells it.
-fn client_keys_arg(keys: ClientKeys) -> &'static str {
-    match keys {
-        ClientKeys::Shared => "shared",
-        ClientKeys::PerSession => "per-session",
     }
 }
 

@@ -228,10 +228,7 @@ impl Results {
             seconds,
             warmup_seconds,
             runs,
-            client_keys: match client_keys {
-                ClientKeys::Shared => "shared".into(),
-                ClientKeys::PerSession => "per-session".into(),
-            },
+            client_keys: client_keys.name().into(),
             measurements: Vec::new(),
         }
     }

@@ -200,9 +200,21 @@ impl ClusterConfig {
         }
     }
 
-    /// Each admitted client's account: the lowest client id admitted with the same key. A
-    /// connection authenticated with a client key is that account's, and serves every session
-    /// of the key.
+    /// The client ids admitted with `key`, lowest first: the sessions of one client principal.
+    /// The first is the key's account: a connection authenticated with the key is that
+    /// account's, and serves every session of the key.
+    pub fn clients_with_key<'a>(
+        &'a self,
+        key: &'a PublicKey,
+    ) -> impl Iterator<Item = ClientId> + 'a {
+        self.clients
+            .iter()
+            .filter(move |(_, k)| *k == key)
+            .map(|(id, _)| *id)
+    }
+
+    /// Each admitted client's account: the lowest client id admitted with the same key (see
+    /// [`ClusterConfig::clients_with_key`]).
     pub fn client_accounts(&self) -> BTreeMap<ClientId, ClientId> {
         let mut first_with_key: BTreeMap<PublicKey, ClientId> = BTreeMap::new();
         self.clients

@@ -436,10 +436,7 @@ impl KvConfig {
     /// The admitted client whose key is `key`, if any (the lowest id admitted with it, if
     /// several are: the key's account).
     pub fn client_id_of(&self, key: &PublicKey) -> Option<ClientId> {
-        self.cluster
-            .clients
-            .iter()
-            .find_map(|(id, k)| (k == key).then_some(*id))
+        self.cluster.clients_with_key(key).next()
     }
 
     /// Loads replica `id`'s key from `path` (default: [`KvConfig::replica_key_path`]) and checks
@@ -476,10 +473,8 @@ impl KvConfig {
         let public = key.public();
         Ok(self
             .cluster
-            .clients
-            .iter()
-            .filter(|(_, k)| **k == public)
-            .map(|(id, _)| (*id, key.clone()))
+            .clients_with_key(&public)
+            .map(|id| (id, key.clone()))
             .collect())
     }
 

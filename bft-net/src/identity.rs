@@ -202,16 +202,12 @@ pub fn peer_principal(connection: &quinn::Connection, config: &ClusterConfig) ->
 }
 
 /// The principal `config` gives `key`, if any: a replica, or the account of the client ids
-/// admitted with it (the lowest of them; see [`ClusterConfig::client_accounts`]).
+/// admitted with it (the lowest of them; see [`ClusterConfig::clients_with_key`]).
 fn principal_of(key: &PublicKey, config: &ClusterConfig) -> Option<Principal> {
     if let Some(index) = config.replicas.iter().position(|k| k == key) {
         return Some(Principal::Replica(ReplicaId(u32::try_from(index).ok()?)));
     }
-    config
-        .clients
-        .iter()
-        .find(|(_, k)| *k == key)
-        .map(|(id, _)| Principal::Client(*id))
+    config.clients_with_key(key).next().map(Principal::Client)
 }
 
 /// The transport parameters both sides use.

@@ -97,7 +97,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let configurations =
         client_counts.len() * (args.f.len() * (args.systems.len() - etcd_runs) + etcd_runs);
     println!(
-        "cluster-bench: {} ({}), clients {:?} (keys {:?}), {}-byte operations, {} s measured after {} s warm-up, {} runs each",
+        "cluster-bench: {} ({}), clients {:?} (keys {}), {}-byte operations, {} s measured after {} s warm-up, {} runs each",
         args.systems
             .iter()
             .map(|s| s.name())
@@ -109,7 +109,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .collect::<Vec<_>>()
             .join(", "),
         client_counts,
-        args.client_keys,
+        args.client_keys.name(),
         args.operation_bytes,
         args.seconds,
         args.warmup,
