@@ -226,7 +226,7 @@ impl Harness {
                         .verifier
                         .admit_direct(direct, client, &frame, is_primary)
                         .expect("every request is admitted");
-                    if admission == DirectAdmission::Recorded {
+                    if admission.admission == DirectAdmission::Recorded {
                         continue;
                     }
                 }

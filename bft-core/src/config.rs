@@ -44,9 +44,10 @@ pub struct ClusterConfig {
     /// (an application server, say), each with its own outstanding request and timestamps, and a
     /// channel authenticated with that key speaks for all of them (see
     /// [`ClusterConfig::same_client`]), so one connection per replica serves them all. A client
-    /// key never equals a replica's. Replicas answer all sessions of a key on the latest
-    /// connection opened with it, so a key belongs to one client process (one `AsyncClient`) at
-    /// a time, as an id did before; they also share that connection's limits.
+    /// key never equals a replica's. Replicas answer each session on the connection its latest
+    /// request came on, so several client processes may hold one key as long as each uses
+    /// sessions of its own (a session, like an id before, belongs to one process at a time);
+    /// sessions on one connection share its limits.
     pub clients: BTreeMap<ClientId, PublicKey>,
     /// Bounds on what peers and clients can make a replica hold.
     pub limits: Limits,

@@ -57,5 +57,6 @@ pub use replica::{
 };
 pub use service::{ExecuteContext, RestoreError, Service};
 pub use verify::{
-    DirectAdmission, DirectRequests, Verified, VerifiedMessage, Verifier, VerifyError,
+    AdmittedRequest, DirectAdmission, DirectRequests, Verified, VerifiedMessage, Verifier,
+    VerifyError,
 };

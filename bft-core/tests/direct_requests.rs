@@ -11,8 +11,8 @@ use bft_core::testkit::{
 };
 use bft_core::verify::DIRECT_HISTORY;
 use bft_core::{
-    ClientId, DirectAdmission, DirectRequests, MessageKind, Principal, ReplicaId, SeqNum,
-    VerifiedMessage, Verifier, VerifyError, View,
+    AdmittedRequest, ClientId, DirectAdmission, DirectRequests, MessageKind, Principal, ReplicaId,
+    SeqNum, VerifiedMessage, Verifier, VerifyError, View,
 };
 use bytes::Bytes;
 use serde_bytes::ByteBuf;
@@ -61,6 +61,7 @@ fn a_backup_records_first_copies_and_verifies_retransmissions() {
         verifier
             .admit_direct(direct, ClientId(1), &frame, primary)
             .expect("a well-formed request from the channel's client")
+            .admission
     };
     assert_eq!(admit(&mut direct, false), DirectAdmission::Recorded);
     assert!(direct.holds(ClientId(1), &frame));
@@ -204,7 +205,11 @@ fn a_clients_channel_speaks_for_every_session_of_its_key() {
     let mut direct = DirectRequests::new();
     assert_eq!(
         verifier.admit_direct(&mut direct, ClientId(1), &badly_signed, false),
-        Ok(DirectAdmission::Recorded)
+        Ok(AdmittedRequest {
+            sender: ClientId(3),
+            admission: DirectAdmission::Recorded
+        }),
+        "admitted as the session it is from, not the channel's client"
     );
     assert!(
         direct.holds(ClientId(3), &badly_signed),
@@ -219,10 +224,11 @@ fn a_clients_channel_speaks_for_every_session_of_its_key() {
         "accepted on the channel's authority"
     );
     // Either session's channel speaks for the other.
-    assert!(
+    assert_eq!(
         verifier
             .admit_direct(&mut direct, ClientId(3), &request(1, 1, b"op"), false)
-            .is_ok()
+            .map(|admitted| admitted.sender),
+        Ok(ClientId(1))
     );
     // Never for a client with another key, either way.
     assert_eq!(

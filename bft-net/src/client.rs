@@ -9,9 +9,9 @@
 //! requests and the replicas' replies coalesce into few packets; identities with keys of their
 //! own get connections of their own. All run on one QUIC endpoint.
 //!
-//! A key's connections are its account's: give each client process its own key (or keys), and
-//! hold a key in one [`AsyncClient`] at a time, since replicas answer all of a key's sessions on
-//! the latest connection opened with it.
+//! Replicas answer each session on the connection its latest request came on, so several
+//! [`AsyncClient`]s (in one process or several) may hold sessions of one key, provided no
+//! session is held by two of them at once.
 
 use crate::transport::{Inbound, Transport, TransportError, TransportOptions};
 use bft_core::{

@@ -310,7 +310,8 @@ async fn sleep_until(deadline: Option<Instant>) {
 /// Verifies frames in batches: each batch is split into chunks verified on blocking threads in
 /// parallel, and the results are forwarded in arrival order. A refused frame closes the
 /// connection it came on; a client may only send frames signed as itself or as another session
-/// of its key (`Verifier::speaks_for`).
+/// of its key (`Verifier::speaks_for`). Replies to a session go out on the connection its latest
+/// admitted request came on (`Transport::route_session`).
 ///
 /// Requests a client sends a backup directly are only recorded (see
 /// [`bft_core::DirectRequests`]): the primary proposes them, and the backup then accepts the
@@ -346,8 +347,11 @@ async fn verification_stage(
                     return true;
                 };
                 match verifier.admit_direct(&mut direct, client, &item.frame, is_primary) {
-                    Ok(DirectAdmission::Verify) => true,
-                    Ok(DirectAdmission::Recorded) => false,
+                    Ok(admitted) => {
+                        // Replies to the session go back where its request came from.
+                        transport.route_session(client, admitted.sender, &item.connection);
+                        admitted.admission == DirectAdmission::Verify
+                    }
                     Err(error) => {
                         transport.disconnect(&item.connection, &error.to_string());
                         false

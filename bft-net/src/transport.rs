@@ -3,7 +3,9 @@
 //! - Every node dials the replicas it sends to and keeps one unidirectional stream per
 //!   connection for its frames; a replica answers a client on the connection the client opened.
 //!   A client key is one peer: the sessions of a key (`ClusterConfig::clients`) share its
-//!   connections, so their frames coalesce into few packets.
+//!   connections, so their frames coalesce into few packets. A replica answers each session on
+//!   the connection its last request came on ([`Transport::route_session`]), so client processes
+//!   holding different sessions of one key each get their own replies.
 //! - Each peer has a bounded outbound queue. [`Transport::send`] never blocks: when a queue is
 //!   full the frame is dropped and counted, and the protocol's retransmissions recover.
 //! - A dropped connection is re-dialled with exponential backoff; frames queued meanwhile wait.
@@ -18,11 +20,12 @@ use bft_core::{ClientId, ClusterConfig, Principal, ReplicaId};
 use bft_crypto::KeyPair;
 use bytes::Bytes;
 use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
@@ -204,13 +207,19 @@ struct Inner {
     /// Replica addresses, by id.
     addresses: Vec<SocketAddr>,
     options: TransportOptions,
-    peers: Mutex<BTreeMap<Principal, mpsc::Sender<Bytes>>>,
-    /// The latest connection each client account opened (replies to all its sessions go there).
+    /// Each replica's outbound queue.
+    replica_queues: Mutex<BTreeMap<ReplicaId, mpsc::Sender<Bytes>>>,
+    /// Each client account's outbound queue: frames for its sessions, each with its session.
+    client_queues: Mutex<BTreeMap<ClientId, mpsc::Sender<(ClientId, Bytes)>>>,
+    /// The latest connection each client account opened (a session with no connection of its
+    /// own in `sessions` is answered there).
     clients: Mutex<BTreeMap<ClientId, quinn::Connection>>,
+    /// The connection each session's latest admitted request came on
+    /// ([`Transport::route_session`]); one entry per admitted client id at most.
+    sessions: Mutex<BTreeMap<ClientId, quinn::Connection>>,
     /// Each admitted client's account (`ClusterConfig::client_accounts`): sessions of one key
-    /// share its connection and its outbound queue.
+    /// share its outbound queue.
     client_accounts: BTreeMap<ClientId, ClientId>,
-    client_connected: Notify,
     inbound: mpsc::Sender<Inbound>,
     stats: TransportStats,
     shutdown: watch::Sender<bool>,
@@ -320,10 +329,11 @@ impl Transport {
                 key,
                 addresses,
                 options,
-                peers: Mutex::new(BTreeMap::new()),
+                replica_queues: Mutex::new(BTreeMap::new()),
+                client_queues: Mutex::new(BTreeMap::new()),
                 clients: Mutex::new(BTreeMap::new()),
+                sessions: Mutex::new(BTreeMap::new()),
                 client_accounts,
-                client_connected: Notify::new(),
                 inbound,
                 stats: TransportStats::default(),
                 shutdown: watch::channel(false).0,
@@ -355,39 +365,119 @@ impl Transport {
     }
 
     /// Queues `frame` for `to`. Never blocks: if the peer's queue is full the frame is dropped
-    /// and counted. Frames for the sessions of one client key share one queue, and go out on the
-    /// latest connection opened with that key.
+    /// and counted. Frames for the sessions of one client key share one queue; each goes out on
+    /// the connection its session's latest request came on ([`Transport::route_session`]), or
+    /// else on the latest connection opened with the key.
     pub fn send(&self, to: Principal, frame: Bytes) {
         if self.is_shutting_down() {
             return;
         }
-        let to = match to {
-            Principal::Client(id) => {
-                Principal::Client(self.inner.client_accounts.get(&id).copied().unwrap_or(id))
+        match to {
+            Principal::Replica(id) => {
+                let queues = &self.inner.replica_queues;
+                self.enqueue(queues, id, frame, |receiver| {
+                    self.clone().replica_writer(id, receiver)
+                });
             }
-            replica => replica,
-        };
-        let mut peers = self.inner.peers.lock().expect("not poisoned");
-        let queue = peers.entry(to).or_insert_with(|| {
+            Principal::Client(session) => {
+                let account = self.account_of(session);
+                let queues = &self.inner.client_queues;
+                self.enqueue(queues, account, (session, frame), |receiver| {
+                    self.clone().client_writer(account, receiver)
+                });
+            }
+        }
+    }
+
+    /// Puts `item` in `key`'s queue among `queues`, first starting the queue and its writer
+    /// (`writer`) if there is none.
+    fn enqueue<K: Ord + Copy, T, W>(
+        &self,
+        queues: &Mutex<BTreeMap<K, mpsc::Sender<T>>>,
+        key: K,
+        item: T,
+        writer: impl FnOnce(mpsc::Receiver<T>) -> W,
+    ) where
+        W: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let mut queues = queues.lock().expect("not poisoned");
+        let queue = queues.entry(key).or_insert_with(|| {
             let (sender, receiver) = mpsc::channel(self.inner.options.outbound_queue_frames);
-            let writer = match to {
-                Principal::Replica(id) => tokio::spawn(self.clone().replica_writer(id, receiver)),
-                Principal::Client(id) => tokio::spawn(self.clone().client_writer(id, receiver)),
-            };
+            let writer = tokio::spawn(writer(receiver));
             let mut writers = self.inner.writers.lock().expect("not poisoned");
             writers.retain(|w| !w.is_finished());
             writers.push(writer);
             sender
         });
-        if let Err(error) = queue.try_send(frame) {
+        if let Err(error) = queue.try_send(item) {
             match error {
                 mpsc::error::TrySendError::Full(_) => bump(&self.inner.stats.dropped_queue_full),
                 mpsc::error::TrySendError::Closed(_) => {
                     bump(&self.inner.stats.lost_on_failure);
-                    peers.remove(&to);
+                    queues.remove(&key);
                 }
             }
         }
+    }
+
+    /// The account of client `id`: the lowest id admitted with its key
+    /// (`ClusterConfig::client_accounts`); an id not admitted is its own.
+    fn account_of(&self, id: ClientId) -> ClientId {
+        self.inner.client_accounts.get(&id).copied().unwrap_or(id)
+    }
+
+    /// Notes that `session` sent a request, admitted by the verifier, on `connection`, which is
+    /// authenticated as client `channel`: replies to `session` go out on that connection from
+    /// now on. Ignored unless `session` is `channel` or another session of its key
+    /// (`ClusterConfig::same_client`): only the key's holder may steer the session's replies.
+    pub fn route_session(
+        &self,
+        channel: ClientId,
+        session: ClientId,
+        connection: &quinn::Connection,
+    ) {
+        if !self.inner.config.same_client(channel, session) {
+            return;
+        }
+        let mut sessions = self.inner.sessions.lock().expect("not poisoned");
+        if sessions
+            .get(&session)
+            .is_none_or(|known| known.stable_id() != connection.stable_id())
+        {
+            sessions.insert(session, connection.clone());
+        }
+    }
+
+    /// Forgets which sessions last used `connection`, once it has closed: they are answered on
+    /// their key's latest connection until they send again.
+    fn forget_sessions_on(&self, connection: &quinn::Connection) {
+        let id = connection.stable_id();
+        self.inner
+            .sessions
+            .lock()
+            .expect("not poisoned")
+            .retain(|_, known| known.stable_id() != id);
+    }
+
+    /// The connection to answer `session` (of client account `account`) on: the one its latest
+    /// request came on while it is open, else the latest one opened with the key.
+    fn connection_for(&self, account: ClientId, session: ClientId) -> Option<quinn::Connection> {
+        let own = self
+            .inner
+            .sessions
+            .lock()
+            .expect("not poisoned")
+            .get(&session)
+            .filter(|connection| connection.close_reason().is_none())
+            .cloned();
+        own.or_else(|| {
+            self.inner
+                .clients
+                .lock()
+                .expect("not poisoned")
+                .get(&account)
+                .cloned()
+        })
     }
 
     /// Closes `connection` because a frame on it was refused (for example by the verifier), and
@@ -410,7 +500,16 @@ impl Transport {
     pub async fn shutdown(&self) {
         self.inner.shutdown.send_replace(true);
         // Dropping the queues' senders lets each writer drain what is queued and finish.
-        self.inner.peers.lock().expect("not poisoned").clear();
+        self.inner
+            .replica_queues
+            .lock()
+            .expect("not poisoned")
+            .clear();
+        self.inner
+            .client_queues
+            .lock()
+            .expect("not poisoned")
+            .clear();
         let writers: Vec<JoinHandle<()>> =
             std::mem::take(&mut *self.inner.writers.lock().expect("not poisoned"));
         let drain = async {
@@ -496,7 +595,6 @@ impl Transport {
                     .lock()
                     .expect("not poisoned")
                     .insert(id, connection.clone());
-                self.inner.client_connected.notify_waiters();
             }
         }
         let reader = tokio::spawn(self.clone().read_connection(connection, peer));
@@ -516,6 +614,9 @@ impl Transport {
                 Ok(stream) => stream,
                 Err(error) => {
                     debug!(?peer, %error, "connection closed");
+                    if let Principal::Client(_) = peer {
+                        self.forget_sessions_on(&connection);
+                    }
                     return;
                 }
             };
@@ -674,52 +775,54 @@ impl Transport {
         }
     }
 
-    /// Sends the queue for client account `id` (all sessions of its key) on the latest
-    /// connection opened with the key; frames for a client with no connection are dropped and
-    /// counted.
-    async fn client_writer(self, id: ClientId, mut queue: mpsc::Receiver<Bytes>) {
+    /// Sends the queue for client account `account` (all sessions of its key): each frame on
+    /// its session's connection ([`Transport::connection_for`]), one stream per connection;
+    /// frames for a session with no connection are dropped and counted.
+    async fn client_writer(self, account: ClientId, mut queue: mpsc::Receiver<(ClientId, Bytes)>) {
         let stats = &self.inner.stats;
-        let mut current: Option<(usize, quinn::SendStream)> = None;
-        let mut frames = Vec::new();
-        while let Some(frame) = queue.recv().await {
-            frames.clear();
-            frames.push(frame);
-            take_queued(&mut queue, &mut frames);
-            let count = frames.len() as u64;
-            let connection = self
-                .inner
-                .clients
-                .lock()
-                .expect("not poisoned")
-                .get(&id)
-                .cloned();
-            let Some(connection) = connection else {
-                stats
-                    .dropped_no_connection
-                    .fetch_add(count, Ordering::Relaxed);
-                continue;
-            };
-            if current
-                .as_ref()
-                .is_none_or(|(stable, _)| *stable != connection.stable_id())
-            {
-                current = match connection.open_uni().await {
-                    Ok(stream) => Some((connection.stable_id(), stream)),
-                    Err(_) => {
-                        stats.lost_on_failure.fetch_add(count, Ordering::Relaxed);
-                        continue;
-                    }
+        // The stream open on each connection in use, by the connection's stable id.
+        let mut streams: BTreeMap<usize, (quinn::Connection, quinn::SendStream)> = BTreeMap::new();
+        let mut items = Vec::new();
+        while let Some(item) = queue.recv().await {
+            items.clear();
+            items.push(item);
+            take_queued(&mut queue, &mut items);
+            // The frames for each connection, in queue order.
+            let mut by_connection: Vec<(quinn::Connection, Vec<Bytes>)> = Vec::new();
+            for (session, frame) in items.drain(..) {
+                let Some(connection) = self.connection_for(account, session) else {
+                    bump(&stats.dropped_no_connection);
+                    continue;
                 };
+                let id = connection.stable_id();
+                match by_connection.iter_mut().find(|(c, _)| c.stable_id() == id) {
+                    Some((_, frames)) => frames.push(frame),
+                    None => by_connection.push((connection, vec![frame])),
+                }
             }
-            let (_, stream) = current.as_mut().expect("opened above");
-            if write_frames(stream, &mut frames).await.is_err() {
-                stats.lost_on_failure.fetch_add(count, Ordering::Relaxed);
-                current = None;
-            } else {
-                stats.frames_sent.fetch_add(count, Ordering::Relaxed);
+            streams.retain(|_, (connection, _)| connection.close_reason().is_none());
+            for (connection, mut frames) in by_connection {
+                let count = frames.len() as u64;
+                let id = connection.stable_id();
+                let stream = match streams.entry(id) {
+                    Entry::Occupied(open) => &mut open.into_mut().1,
+                    Entry::Vacant(slot) => match connection.open_uni().await {
+                        Ok(stream) => &mut slot.insert((connection, stream)).1,
+                        Err(_) => {
+                            stats.lost_on_failure.fetch_add(count, Ordering::Relaxed);
+                            continue;
+                        }
+                    },
+                };
+                if write_frames(stream, &mut frames).await.is_err() {
+                    stats.lost_on_failure.fetch_add(count, Ordering::Relaxed);
+                    streams.remove(&id);
+                } else {
+                    stats.frames_sent.fetch_add(count, Ordering::Relaxed);
+                }
             }
         }
-        if let Some((_, mut stream)) = current {
+        for (_, (_, mut stream)) in streams {
             let _ = stream.finish();
         }
     }
@@ -756,7 +859,7 @@ const WRITE_BATCH_FRAMES: usize = 64;
 
 /// Moves frames already queued into `frames`, up to [`WRITE_BATCH_FRAMES`] in all, without
 /// waiting.
-fn take_queued(queue: &mut mpsc::Receiver<Bytes>, frames: &mut Vec<Bytes>) {
+fn take_queued<T>(queue: &mut mpsc::Receiver<T>, frames: &mut Vec<T>) {
     while frames.len() < WRITE_BATCH_FRAMES {
         match queue.try_recv() {
             Ok(frame) => frames.push(frame),

@@ -137,3 +137,43 @@ async fn sessions_of_one_client_key_share_one_connection_per_replica() {
         cluster.shutdown().await;
     }
 }
+
+/// Two client processes may hold different sessions of one key: each replica answers every
+/// session on the connection its requests came on, so both processes get their replies. The
+/// second process connects to every replica after the first, so replies sent to the key's latest
+/// connection would all reach it, and the first process's operations would time out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn processes_holding_different_sessions_of_one_key_each_get_their_replies() {
+    let cluster = TestCluster::start_sharing_client_key(1, 8, TransportOptions::default());
+    // Two clients, each with an endpoint and connections of its own, as two processes would.
+    let handles = vec![cluster.client(1..=4), cluster.client(5..=8)];
+    for (index, handle) in handles.iter().enumerate() {
+        let reply = handle.invoke(format!("connect-{index}").into_bytes()).await;
+        assert!(reply.is_ok(), "client {index}: {reply:?}");
+        for id in 0..4 {
+            assert!(
+                cluster
+                    .wait_transport(id, |s| s.client_connections == index as u64 + 1)
+                    .await,
+                "replica {id} accepted client {index}'s connection"
+            );
+        }
+    }
+    // 2 clients x 4 lanes x 100 = 800 operations.
+    run_load(&handles, 4, 400, "two-processes").await;
+    cluster.wait_all_reached(0, 802).await;
+    let digests = cluster.settled_digests().await;
+    assert!(
+        digests.windows(2).all(|w| w[0] == w[1]),
+        "replicas diverged"
+    );
+    for id in 0..4 {
+        let stats = cluster.transport_stats(id);
+        assert_eq!(stats.client_connections, 2, "replica {id}: {stats:?}");
+        assert_eq!(stats.disconnected_invalid, 0, "replica {id}: {stats:?}");
+    }
+    for handle in handles {
+        handle.shutdown().await;
+    }
+    cluster.shutdown().await;
+}

@@ -77,20 +77,30 @@ pub enum DirectAdmission {
     Verify,
 }
 
+/// A frame a client's channel may carry, admitted by [`Verifier::admit_direct`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AdmittedRequest {
+    /// The session the request is from: the channel's client or another session of its key.
+    /// Replies to it go back on the connection this frame came on.
+    pub sender: ClientId,
+    /// What the replica does with it next.
+    pub admission: DirectAdmission,
+}
+
 impl Verifier {
     /// Admits a frame that arrived on a channel authenticated as `client`, at a replica that is
     /// (`primary`) or is not the primary of its current view. Checks the header (cluster, kind,
     /// sender the channel's client or another session of its key, admitted, request size)
-    /// without the signature, and records the frame's digest in `direct` under its sender. A
-    /// frame that fails the checks is refused and not recorded. Frames from clients are only ever
-    /// requests.
+    /// without the signature, and records the frame's digest in `direct` under its sender, which
+    /// it returns. A frame that fails the checks is refused and not recorded. Frames from clients
+    /// are only ever requests.
     pub fn admit_direct(
         &self,
         direct: &mut DirectRequests,
         client: ClientId,
         frame: &Bytes,
         primary: bool,
-    ) -> Result<DirectAdmission, VerifyError> {
+    ) -> Result<AdmittedRequest, VerifyError> {
         let decoded = codec::decode_frame(frame, self.config.limits.max_request_frame_bytes())?;
         self.check_header(&decoded)?;
         let header = decoded.header;
@@ -112,11 +122,12 @@ impl Verifier {
             }
         };
         let new = direct.record(sender, frame);
-        Ok(if new && !primary {
+        let admission = if new && !primary {
             DirectAdmission::Recorded
         } else {
             DirectAdmission::Verify
-        })
+        };
+        Ok(AdmittedRequest { sender, admission })
     }
 
     /// A frame that arrived at a replica on a channel authenticated as `client`, admitted with
@@ -129,7 +140,10 @@ impl Verifier {
         frame: Bytes,
         primary: bool,
     ) -> Result<Option<VerifiedMessage>, VerifyError> {
-        match self.admit_direct(direct, client, &frame, primary)? {
+        match self
+            .admit_direct(direct, client, &frame, primary)?
+            .admission
+        {
             DirectAdmission::Recorded => Ok(None),
             DirectAdmission::Verify => self.verify_from(Principal::Client(client), frame).map(Some),
         }

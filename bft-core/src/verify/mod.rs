@@ -53,7 +53,7 @@ mod certificates;
 mod direct;
 mod error;
 
-pub use direct::{DIRECT_HISTORY, DirectAdmission, DirectRequests};
+pub use direct::{AdmittedRequest, DIRECT_HISTORY, DirectAdmission, DirectRequests};
 pub use error::VerifyError;
 
 /// A message whose frame decoded, whose sender is a configured member or admitted client allowed
