@@ -222,11 +222,11 @@ impl Harness {
             let mut frames = Vec::with_capacity(inbox.len());
             for Envelope { from, frame, .. } in inbox {
                 if let Node::Client(client) = from {
-                    let admission = self
+                    let admitted = self
                         .verifier
                         .admit_direct(direct, client, &frame, is_primary)
                         .expect("every request is admitted");
-                    if admission.admission == DirectAdmission::Recorded {
+                    if admitted.admission == DirectAdmission::Recorded {
                         continue;
                     }
                 }

@@ -46,8 +46,9 @@ pub struct ClusterConfig {
     /// [`ClusterConfig::same_client`]), so one connection per replica serves them all. A client
     /// key never equals a replica's. Replicas answer each session on the connection its latest
     /// request came on, so several client processes may hold one key as long as each uses
-    /// sessions of its own (a session, like an id before, belongs to one process at a time);
-    /// sessions on one connection share its limits.
+    /// sessions of its own (a session, like an id before, belongs to one process at a time).
+    /// Sessions on one connection share its frame budget, and all sessions of a key share one
+    /// outbound queue at each replica.
     pub clients: BTreeMap<ClientId, PublicKey>,
     /// Bounds on what peers and clients can make a replica hold.
     pub limits: Limits,

@@ -53,7 +53,8 @@ pub struct TransportOptions {
     /// peers, through QUIC flow control).
     pub inbound_queue_frames: usize,
     /// Frames per second one connection may send (sustained); more closes it. The sessions of
-    /// one client key share their connection's budget (and its outbound queue).
+    /// one client key that use one connection share its budget; all sessions of a key share one
+    /// outbound queue at each replica.
     pub max_frames_per_second: u32,
     /// Frames one connection may send in a burst above the sustained rate.
     pub frame_burst: u32,
@@ -175,7 +176,8 @@ pub struct Inbound {
     pub from: Principal,
     /// The frame, not yet verified.
     pub frame: Bytes,
-    /// The connection it came on (to close it if the frame is refused).
+    /// The connection it came on: closed if the frame is refused; replies to a client session
+    /// go back on it ([`Transport::route_session`]).
     pub connection: quinn::Connection,
 }
 
@@ -430,6 +432,8 @@ impl Transport {
     /// authenticated as client `channel`: replies to `session` go out on that connection from
     /// now on. Ignored unless `session` is `channel` or another session of its key
     /// (`ClusterConfig::same_client`): only the key's holder may steer the session's replies.
+    /// The driver calls it before the request's signature is checked: the connection's
+    /// handshake already proved the key, which is all routing needs.
     pub fn route_session(
         &self,
         channel: ClientId,
@@ -440,6 +444,11 @@ impl Transport {
             return;
         }
         let mut sessions = self.inner.sessions.lock().expect("not poisoned");
+        // A frame may be handled after its connection closed (and `forget_sessions_on` ran):
+        // checked under the lock, so a closed connection is never routed to.
+        if connection.close_reason().is_some() {
+            return;
+        }
         if sessions
             .get(&session)
             .is_none_or(|known| known.stable_id() != connection.stable_id())
@@ -448,8 +457,9 @@ impl Transport {
         }
     }
 
-    /// Forgets which sessions last used `connection`, once it has closed: they are answered on
-    /// their key's latest connection until they send again.
+    /// Forgets `connection` once it has closed: the sessions that last used it are answered on
+    /// their key's latest open connection until they send again, and it stops being its
+    /// account's latest.
     fn forget_sessions_on(&self, connection: &quinn::Connection) {
         let id = connection.stable_id();
         self.inner
@@ -457,27 +467,50 @@ impl Transport {
             .lock()
             .expect("not poisoned")
             .retain(|_, known| known.stable_id() != id);
-    }
-
-    /// The connection to answer `session` (of client account `account`) on: the one its latest
-    /// request came on while it is open, else the latest one opened with the key.
-    fn connection_for(&self, account: ClientId, session: ClientId) -> Option<quinn::Connection> {
-        let own = self
-            .inner
-            .sessions
+        self.inner
+            .clients
             .lock()
             .expect("not poisoned")
-            .get(&session)
+            .retain(|_, latest| latest.stable_id() != id);
+    }
+
+    /// The connection to answer each of `items`' sessions (of client account `account`) on,
+    /// grouped by connection in queue order: the one the session's latest request came on while
+    /// it is open, else the latest open one opened with the key. Frames for a session with
+    /// neither are dropped and counted. Each lock is taken once per call.
+    fn route_batch(
+        &self,
+        account: ClientId,
+        items: &mut Vec<(ClientId, Bytes)>,
+        groups: &mut Vec<(quinn::Connection, Vec<Bytes>)>,
+    ) {
+        let latest = self
+            .inner
+            .clients
+            .lock()
+            .expect("not poisoned")
+            .get(&account)
             .filter(|connection| connection.close_reason().is_none())
             .cloned();
-        own.or_else(|| {
-            self.inner
-                .clients
-                .lock()
-                .expect("not poisoned")
-                .get(&account)
-                .cloned()
-        })
+        let sessions = self.inner.sessions.lock().expect("not poisoned");
+        for (session, frame) in items.drain(..) {
+            let own = sessions.get(&session).filter(|connection| {
+                // Checked once per connection in the batch: a group means it was open.
+                groups
+                    .iter()
+                    .any(|(c, _)| c.stable_id() == connection.stable_id())
+                    || connection.close_reason().is_none()
+            });
+            let Some(connection) = own.or(latest.as_ref()) else {
+                bump(&self.inner.stats.dropped_no_connection);
+                continue;
+            };
+            let id = connection.stable_id();
+            match groups.iter_mut().find(|(c, _)| c.stable_id() == id) {
+                Some((_, frames)) => frames.push(frame),
+                None => groups.push((connection.clone(), vec![frame])),
+            }
+        }
     }
 
     /// Closes `connection` because a frame on it was refused (for example by the verifier), and
@@ -776,8 +809,8 @@ impl Transport {
     }
 
     /// Sends the queue for client account `account` (all sessions of its key): each frame on
-    /// its session's connection ([`Transport::connection_for`]), one stream per connection;
-    /// frames for a session with no connection are dropped and counted.
+    /// its session's connection ([`Transport::route_batch`]), one stream per connection, the
+    /// connections one after another.
     async fn client_writer(self, account: ClientId, mut queue: mpsc::Receiver<(ClientId, Bytes)>) {
         let stats = &self.inner.stats;
         // The stream open on each connection in use, by the connection's stable id.
@@ -788,18 +821,8 @@ impl Transport {
             items.push(item);
             take_queued(&mut queue, &mut items);
             // The frames for each connection, in queue order.
-            let mut by_connection: Vec<(quinn::Connection, Vec<Bytes>)> = Vec::new();
-            for (session, frame) in items.drain(..) {
-                let Some(connection) = self.connection_for(account, session) else {
-                    bump(&stats.dropped_no_connection);
-                    continue;
-                };
-                let id = connection.stable_id();
-                match by_connection.iter_mut().find(|(c, _)| c.stable_id() == id) {
-                    Some((_, frames)) => frames.push(frame),
-                    None => by_connection.push((connection, vec![frame])),
-                }
-            }
+            let mut by_connection = Vec::new();
+            self.route_batch(account, &mut items, &mut by_connection);
             streams.retain(|_, (connection, _)| connection.close_reason().is_none());
             for (connection, mut frames) in by_connection {
                 let count = frames.len() as u64;

@@ -80,8 +80,8 @@ pub enum DirectAdmission {
 /// A frame a client's channel may carry, admitted by [`Verifier::admit_direct`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AdmittedRequest {
-    /// The session the request is from: the channel's client or another session of its key.
-    /// Replies to it go back on the connection this frame came on.
+    /// The session the request is from, as its header names it: the channel's client or another
+    /// session of its key. Its signature is not checked yet (the channel vouches for the key).
     pub sender: ClientId,
     /// What the replica does with it next.
     pub admission: DirectAdmission,
