@@ -845,8 +845,13 @@ impl Transport {
                 }
             }
         }
-        for (_, (_, mut stream)) in streams {
+        // Shut down: what was written reaches clients that are still connected before the
+        // connections close (`Transport::shutdown` bounds the wait by `drain_timeout`).
+        for (_, (connection, mut stream)) in streams {
             let _ = stream.finish();
+            if connection.close_reason().is_none() {
+                let _ = stream.stopped().await;
+            }
         }
     }
 }
