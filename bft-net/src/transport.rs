@@ -428,21 +428,20 @@ impl Transport {
         self.inner.client_accounts.get(&id).copied().unwrap_or(id)
     }
 
-    /// Notes that `session` sent a request, admitted by the verifier, on `connection`, which is
-    /// authenticated as client `channel`: replies to `session` go out on that connection from
-    /// now on. Ignored unless `session` is `channel` or another session of its key
-    /// (`ClusterConfig::same_client`): only the key's holder may steer the session's replies.
-    /// The driver calls it before the request's signature is checked: the connection's
-    /// handshake already proved the key, which is all routing needs.
+    /// Notes that `session` sent a request on `connection`, which is authenticated as client
+    /// `channel`: replies to `session` go out on that connection from now on. `session` must be
+    /// the sender [`bft_core::Verifier::admit_direct`] admitted on that channel (`channel` or
+    /// another session of its key), which is what lets only the key's holder steer the
+    /// session's replies. The driver calls it before the request's signature is checked: the
+    /// connection's handshake already proved the key, which is all routing needs.
     pub fn route_session(
         &self,
         channel: ClientId,
         session: ClientId,
         connection: &quinn::Connection,
     ) {
-        if !self.inner.config.same_client(channel, session) {
-            return;
-        }
+        // Enforced by `admit_direct` before this is called; not checked twice per request.
+        debug_assert!(self.inner.config.same_client(channel, session));
         let mut sessions = self.inner.sessions.lock().expect("not poisoned");
         // A frame may be handled after its connection closed (and `forget_sessions_on` ran):
         // checked under the lock, so a closed connection is never routed to.

@@ -17,11 +17,7 @@ async fn four_replicas_order_thousands_of_operations_from_concurrent_clients() {
     // 3 handles x 2 lanes x 400 = 2400 operations.
     run_load(&handles, 2, 800, "n4").await;
     cluster.wait_all_reached(0, 2400).await;
-    let digests = cluster.settled_digests().await;
-    assert!(
-        digests.windows(2).all(|w| w[0] == w[1]),
-        "replicas diverged"
-    );
+    cluster.assert_settled_agree().await;
     for handle in handles {
         handle.shutdown().await;
     }
@@ -34,11 +30,7 @@ async fn seven_replicas_order_thousands_of_operations() {
     let handles = vec![cluster.client([1, 2]), cluster.client([3, 4])];
     run_load(&handles, 2, 500, "n7").await;
     cluster.wait_all_reached(0, 1000).await;
-    let digests = cluster.settled_digests().await;
-    assert!(
-        digests.windows(2).all(|w| w[0] == w[1]),
-        "replicas diverged"
-    );
+    cluster.assert_settled_agree().await;
     for handle in handles {
         handle.shutdown().await;
     }
@@ -117,11 +109,7 @@ async fn sessions_of_one_client_key_share_one_connection_per_replica() {
         // 8 lanes x 100 = 800 operations, 8 outstanding at a time.
         run_load(&handles, 8, 800, "sessions").await;
         cluster.wait_all_reached(0, 800).await;
-        let digests = cluster.settled_digests().await;
-        assert!(
-            digests.windows(2).all(|w| w[0] == w[1]),
-            "replicas diverged"
-        );
+        cluster.assert_settled_agree().await;
         let expected = if shared { 1 } else { 8 };
         for id in 0..4 {
             let stats = cluster.transport_stats(id);
@@ -162,11 +150,7 @@ async fn processes_holding_different_sessions_of_one_key_each_get_their_replies(
     // 2 clients x 4 lanes x 100 = 800 operations.
     run_load(&handles, 4, 400, "two-processes").await;
     cluster.wait_all_reached(0, 802).await;
-    let digests = cluster.settled_digests().await;
-    assert!(
-        digests.windows(2).all(|w| w[0] == w[1]),
-        "replicas diverged"
-    );
+    cluster.assert_settled_agree().await;
     for id in 0..4 {
         let stats = cluster.transport_stats(id);
         assert_eq!(stats.client_connections, 2, "replica {id}: {stats:?}");

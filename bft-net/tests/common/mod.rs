@@ -298,6 +298,16 @@ impl TestCluster {
         digests
     }
 
+    /// Waits as [`TestCluster::settled_digests`] does, then asserts that every running replica
+    /// reached the same state.
+    pub async fn assert_settled_agree(&self) {
+        let digests = self.settled_digests().await;
+        assert!(
+            digests.windows(2).all(|w| w[0] == w[1]),
+            "replicas diverged"
+        );
+    }
+
     pub async fn shutdown(mut self) {
         for id in 0..self.replicas.len() {
             if self.replicas[id].is_some() {
