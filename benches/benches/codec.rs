@@ -8,12 +8,13 @@
 //! - `decode`: the frame and its payload decoded, embedded frames (a pre-prepare's requests, a
 //!   certificate's votes) recursively, with no signature checked;
 //! - `verify`: [`Verifier::verify`], the public path from untrusted bytes to a verified message:
-//!   decoding, membership checks and every signature, embedded ones included (`bft-net`'s client
-//!   verifies replies this way);
-//! - `verify_batch`: the same frame alone through [`Verifier::verify_batch`], the path
-//!   `bft-net`'s driver uses for replicas: signatures are checked as a batch, which for a
-//!   pre-prepare includes its requests (with `verify` they are checked one by one; certificates'
-//!   embedded frames are batch-checked either way).
+//!   decoding, membership checks and every signature, embedded ones included. A reply, which
+//!   carries no signature anyone checks and is refused off its sender's channel, goes through
+//!   [`Verifier::verify_from`] with that channel instead, as `bft-net`'s client verifies it;
+//! - `verify_batch`: the same frame alone through [`Verifier::verify_batch`] (a reply through
+//!   [`Verifier::verify_batch_at`], on its channel): signatures are checked as a batch, which for
+//!   a pre-prepare includes its requests (with `verify` they are checked one by one;
+//!   certificates' embedded frames are batch-checked either way).
 //!
 //! The messages are those of a cluster of n = 4 (f = 1) with the testkit's keys: a request of
 //! 64 B; a pre-prepare with a batch of 16 requests of 64 B; a reply of 64 B; a state manifest of
@@ -34,9 +35,11 @@ use bft_core::messages::{
 };
 use bft_core::testkit::{self, CLUSTER_ID, client_key, replica_key};
 use bft_core::{
-    ClientId, MessageKind, Outcome, Principal, ReplicaId, SeqNum, VerifiedMessage, Verifier, View,
+    ClientId, DirectRequests, MessageKind, Outcome, Principal, ReplicaId, SeqNum, VerifiedMessage,
+    Verifier, VerifyError, View,
 };
 use bft_crypto::{Digest, KeyPair, sha256};
+use bytes::Bytes;
 use criterion::Criterion;
 use std::hint::black_box;
 use std::sync::Arc;
@@ -114,23 +117,59 @@ fn wire<M: WireMessage + Clone + 'static>(
         .len()
     };
     let signed = move || message.sign(&key, CLUSTER_ID, sender).len();
-    sample(verifier, kind, frame.to_vec(), encode, signed)
+    sample(verifier, kind, sender, frame.to_vec(), encode, signed)
+}
+
+/// How a frame of `kind` from `sender` reaches a verifier: a reply only on its sender's
+/// authenticated channel (the verifier refuses it anywhere else), every other kind as untrusted
+/// bytes, every signature checked.
+fn channel_for(kind: MessageKind, sender: Principal) -> Option<Principal> {
+    (kind == MessageKind::Reply).then_some(sender)
+}
+
+/// Verifies `frame` alone, on `channel` if it has one.
+fn verify_on(
+    verifier: &Verifier,
+    channel: Option<Principal>,
+    frame: Bytes,
+) -> Result<VerifiedMessage, VerifyError> {
+    match channel {
+        Some(peer) => verifier.verify_from(peer, frame),
+        None => verifier.verify(frame),
+    }
+}
+
+/// Verifies `frame` alone through the batch path, on `channel` if it has one.
+fn verify_batch_on(
+    verifier: &Verifier,
+    channel: Option<Principal>,
+    frame: Bytes,
+    direct: &DirectRequests,
+) -> Result<VerifiedMessage, VerifyError> {
+    let mut results = match channel {
+        Some(peer) => verifier.verify_batch_at(vec![(peer, frame)], direct),
+        None => verifier.verify_batch(vec![frame]),
+    };
+    results.pop().expect("one result per frame")
 }
 
 fn sample(
     verifier: &Verifier,
     kind: MessageKind,
+    sender: Principal,
     frame: Vec<u8>,
     encode: impl Fn() -> usize + 'static,
     sign_encode: impl Fn() -> usize + 'static,
 ) -> Sample {
-    let verified = verifier
-        .verify(frame.clone().into())
+    let channel = channel_for(kind, sender);
+    let verified = verify_on(verifier, channel, frame.clone().into())
         .unwrap_or_else(|e| panic!("the {kind:?} sample does not verify: {e}"));
     assert_eq!(verified.kind(), kind);
     let embedded = decode_frame(kind, &frame).expect("the sample decodes") - 1;
     let received = verified.frame().clone();
     let (verifier, batch_verifier) = (verifier.clone(), verifier.clone());
+    // Empty: only replies take the channel path (`verify_batch_at`), and they embed nothing.
+    let direct = DirectRequests::new();
     let batch_received = received.clone();
     Sample {
         kind,
@@ -140,16 +179,16 @@ fn sample(
         sign_encode: Box::new(sign_encode),
         decode: Box::new(move || decode_frame(kind, black_box(&frame)).expect("decodes")),
         verify: Box::new(move || {
-            verifier
-                .verify(black_box(received.clone()))
-                .expect("verifies")
+            verify_on(&verifier, channel, black_box(received.clone())).expect("verifies")
         }),
         verify_batch: Box::new(move || {
-            batch_verifier
-                .verify_batch(vec![black_box(batch_received.clone())])
-                .pop()
-                .expect("one result")
-                .expect("verifies")
+            verify_batch_on(
+                &batch_verifier,
+                channel,
+                black_box(batch_received.clone()),
+                &direct,
+            )
+            .expect("verifies")
         }),
     }
 }
@@ -334,6 +373,7 @@ fn samples() -> Vec<Sample> {
         sample(
             v,
             MessageKind::PrePrepare,
+            primary_principal,
             pre_prepare_frame.to_vec(),
             encode,
             sign_encode,
