@@ -120,13 +120,6 @@ fn wire<M: WireMessage + Clone + 'static>(
     sample(verifier, kind, sender, frame.to_vec(), encode, signed)
 }
 
-/// How a frame of `kind` from `sender` reaches a verifier: a reply only on its sender's
-/// authenticated channel (the verifier refuses it anywhere else), every other kind as untrusted
-/// bytes, every signature checked.
-fn channel_for(kind: MessageKind, sender: Principal) -> Option<Principal> {
-    (kind == MessageKind::Reply).then_some(sender)
-}
-
 /// Verifies `frame` alone, on `channel` if it has one.
 fn verify_on(
     verifier: &Verifier,
@@ -161,7 +154,10 @@ fn sample(
     encode: impl Fn() -> usize + 'static,
     sign_encode: impl Fn() -> usize + 'static,
 ) -> Sample {
-    let channel = channel_for(kind, sender);
+    // How the frame reaches a verifier: a reply only on its sender's authenticated channel (the
+    // verifier refuses it anywhere else), every other kind as untrusted bytes, every signature
+    // checked.
+    let channel = (kind == MessageKind::Reply).then_some(sender);
     let verified = verify_on(verifier, channel, frame.clone().into())
         .unwrap_or_else(|e| panic!("the {kind:?} sample does not verify: {e}"));
     assert_eq!(verified.kind(), kind);
